@@ -1,0 +1,26 @@
+"""Backend choice for medseg_kernels ops."""
+
+from __future__ import annotations
+
+import os
+
+import torch
+
+
+def triton_available() -> bool:
+    """True when triton imports and a CUDA device is present."""
+    if not torch.cuda.is_available():
+        return False
+    try:
+        import triton  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def backend(t: torch.Tensor) -> str:
+    """``triton`` or ``reference`` for a tensor, honouring ``MEDSEG_KERNELS=reference|triton``."""
+    forced = os.environ.get("MEDSEG_KERNELS", "").lower()
+    if forced in ("reference", "triton"):
+        return forced
+    return "triton" if t.is_cuda and triton_available() else "reference"

@@ -1,0 +1,86 @@
+"""Additive attention gates (Oktay et al. 2018) for gating skip connections, 2D and 3D.
+
+Two forms from one class:
+- ``subsample=2`` (Oktay): θ = k=stride=2 conv on x, so x is compared with g on g's coarser grid; α is upsampled back.
+- ``subsample=1`` (same resolution): θ and φ are 1×1 convs (optionally normed) and g is resized to x's grid.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from medseg.blocks.conv import ConvNormAct
+from medseg.layers import ActSpec, NormSpec, act_layer, conv_layer, norm_layer
+
+
+def resize_to(t: torch.Tensor, size: torch.Size | tuple[int, ...]) -> torch.Tensor:
+    """Linearly interpolate ``t`` (B, C, *S) to spatial ``size``; a no-op when sizes match."""
+    if tuple(t.shape[2:]) == tuple(size):
+        return t
+    mode = {1: "linear", 2: "bilinear", 3: "trilinear"}[t.ndim - 2]
+    return F.interpolate(t, size=tuple(size), mode=mode, align_corners=False)
+
+
+class AttentionGate(nn.Module):
+    """α = σ(ψ(act(θ·x + φ·g))) ; out = W(α·x) (W = 1×1 conv + norm, or identity).
+
+    Args:
+        in_channels: channels of the skip features x.
+        gate_channels: channels of the gating features g (from the coarser level).
+        spatial_dims: 2 or 3.
+        inter_channels: channels of θ/φ (default ``in_channels // 2``).
+        subsample: stride of θ (2 = Oktay form, 1 = same-resolution form).
+        norm: norm of the output projection W (and of the gating conv).
+        act: activation inside the gate (ReLU in Oktay et al.).
+        proj_norm: optional norm after θ and φ (the common same-resolution variant uses batch norm).
+        gating_conv: apply a 1×1 conv + norm + act to g first (the "gating signal" of Abraham & Khan).
+        gating_act: activation of the gating conv (default: ``act``).
+        out_proj: apply W = 1×1 conv + norm to α·x.
+    """
+
+    def __init__(
+        self,
+        in_channels: int,
+        gate_channels: int,
+        spatial_dims: int = 3,
+        inter_channels: int | None = None,
+        subsample: int = 2,
+        norm: NormSpec = "batch",
+        act: ActSpec = "relu",
+        proj_norm: NormSpec = None,
+        gating_conv: bool = False,
+        gating_act: ActSpec = None,
+        out_proj: bool = True,
+    ) -> None:
+        super().__init__()
+        inter = inter_channels or max(in_channels // 2, 1)
+        self.gating: nn.Module = nn.Identity()
+        if gating_conv:
+            self.gating = ConvNormAct(gate_channels, gate_channels, spatial_dims, 1, norm=norm, act=gating_act or act)
+        has_pn = proj_norm is not None
+        self.theta = nn.Sequential(
+            conv_layer(spatial_dims, in_channels, inter, subsample, subsample, padding=0, bias=False),
+            norm_layer(proj_norm, spatial_dims, inter),
+        )
+        self.phi = nn.Sequential(
+            conv_layer(spatial_dims, gate_channels, inter, 1, bias=not has_pn),
+            norm_layer(proj_norm, spatial_dims, inter),
+        )
+        self.act = act_layer(act, inter)
+        self.psi = conv_layer(spatial_dims, inter, 1, 1, bias=True)
+        self.out: nn.Module = nn.Identity()
+        if out_proj:
+            self.out = nn.Sequential(
+                conv_layer(spatial_dims, in_channels, in_channels, 1, bias=True),
+                norm_layer(norm, spatial_dims, in_channels),
+            )
+
+    def forward(self, x: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
+        # x: (B, Cx, *S) skip features; g: (B, Cg, *Sg) gating features, Sg = S or S/2
+        theta = self.theta(x)  # (B, F_int, *S/subsample)
+        phi = resize_to(self.phi(self.gating(g)), theta.shape[2:])  # (B, F_int, *S/subsample)
+        alpha = torch.sigmoid(self.psi(self.act(theta + phi)))  # (B, 1, *S/subsample)
+        alpha = resize_to(alpha, x.shape[2:])  # (B, 1, *S)
+        return self.out(alpha * x)  # (B, Cx, *S)

@@ -1,0 +1,44 @@
+"""Config helpers: where the packaged configs live, composing them outside Hydra's CLI, instantiation."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from hydra import compose, initialize_config_dir
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf, open_dict
+
+
+def config_dir() -> Path:
+    """The configs shipped with the package (works for editable and regular installs)."""
+    import medseg.configs
+
+    return Path(next(iter(medseg.configs.__path__))).resolve()
+
+
+def compose_config(
+    name: str = "train", overrides: list[str] | None = None, run_dir: str | Path | None = None
+) -> DictConfig:
+    """Compose a config like the CLI would (for tests, notebooks and workflows calling each other).
+
+    ``run_dir`` plays the role of ``hydra.run.dir`` (it sets ``paths.output_dir``).
+    """
+    with initialize_config_dir(str(config_dir()), version_base="1.3"):
+        cfg = compose(name, overrides=list(overrides or []))
+    if run_dir is not None:
+        with open_dict(cfg):
+            cfg.paths.output_dir = str(Path(run_dir).resolve())
+    return cfg
+
+
+def build(node: Any, **kwargs: Any) -> Any:
+    """``hydra.utils.instantiate`` with plain Python containers (no ListConfig leaks into modules)."""
+    return instantiate(node, _convert_="all", **kwargs)
+
+
+def resolved_yaml(cfg: DictConfig) -> str:
+    """The resolved config as YAML."""
+    plain = OmegaConf.to_container(cfg, resolve=True)
+    assert isinstance(plain, dict)
+    return OmegaConf.to_yaml(OmegaConf.create(plain))

@@ -1,0 +1,107 @@
+"""Factories for conv / norm / act / pool / upsample layers in 2D or 3D.
+
+Norm and activation specs follow MONAI's convention: a name (``"batch"``, ``"instance"``, ``"prelu"``) or a
+``(name, kwargs)`` pair. Hydra hands lists instead of tuples, so both are accepted.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from monai.networks.layers.factories import Act, Conv, Norm, Pool
+from monai.networks.layers.utils import get_act_layer, get_norm_layer
+from torch import nn
+
+NormSpec = str | tuple | list | None
+ActSpec = str | tuple | list | None
+
+
+def _split_spec(spec: NormSpec | ActSpec) -> tuple[str, dict[str, Any]] | None:
+    if spec is None or (isinstance(spec, str) and spec.lower() in ("", "none")):
+        return None
+    if isinstance(spec, str):
+        return spec.lower(), {}
+    if isinstance(spec, (tuple, list)) and len(spec) == 2:
+        return str(spec[0]).lower(), dict(spec[1] or {})
+    raise ValueError(f"norm/act spec must be a name or (name, kwargs), got {spec!r}")
+
+
+def conv_layer(
+    spatial_dims: int,
+    in_channels: int,
+    out_channels: int,
+    kernel_size: int = 3,
+    stride: int = 1,
+    padding: int | None = None,
+    dilation: int = 1,
+    groups: int = 1,
+    bias: bool = True,
+    transposed: bool = False,
+) -> nn.Module:
+    """A Conv{1,2,3}d (or ConvTranspose) with 'same' padding for odd kernels by default."""
+    _check_dims(spatial_dims)
+    if transposed:
+        conv_t = Conv[Conv.CONVTRANS, spatial_dims]
+        return conv_t(in_channels, out_channels, kernel_size, stride=stride, bias=bias)
+    if padding is None:
+        padding = dilation * (kernel_size - 1) // 2
+    conv = Conv[Conv.CONV, spatial_dims]
+    return conv(
+        in_channels,
+        out_channels,
+        kernel_size,
+        stride=stride,
+        padding=padding,
+        dilation=dilation,
+        groups=groups,
+        bias=bias,
+    )
+
+
+def norm_layer(spec: NormSpec, spatial_dims: int, channels: int) -> nn.Module:
+    """Normalisation layer from a spec; ``None`` gives identity."""
+    parsed = _split_spec(spec)
+    if parsed is None:
+        return nn.Identity()
+    name, kwargs = parsed
+    if name == "group":
+        kwargs.setdefault("num_groups", min(8, channels))
+    if name in ("batch", "instance", "group", "layer", "instance_nvfuser", "localresponse", "syncbatch"):
+        return get_norm_layer((name, kwargs), spatial_dims=spatial_dims, channels=channels)
+    return Norm[name, spatial_dims](channels, **kwargs)
+
+
+def act_layer(spec: ActSpec, channels: int | None = None) -> nn.Module:
+    """Activation from a spec; ``"prelu"`` gets one slope per channel when ``channels`` is given."""
+    parsed = _split_spec(spec)
+    if parsed is None:
+        return nn.Identity()
+    name, kwargs = parsed
+    if name == "prelu" and channels is not None:
+        kwargs.setdefault("num_parameters", channels)
+    if name in ("relu", "leakyrelu", "relu6", "elu"):
+        kwargs.setdefault("inplace", True)
+    return get_act_layer((name, kwargs)) if kwargs else Act[name]()
+
+
+def pool_layer(kind: str, spatial_dims: int, kernel_size: int = 2) -> nn.Module:
+    """Down-sampling pool: ``"max"`` or ``"avg"``."""
+    _check_dims(spatial_dims)
+    pools = {"max": Pool.MAX, "avg": Pool.AVG}
+    if kind not in pools:
+        raise ValueError(f"pool kind must be one of {sorted(pools)}, got {kind!r}")
+    return Pool[pools[kind], spatial_dims](kernel_size=kernel_size, stride=kernel_size)
+
+
+def upsample_layer(spatial_dims: int, scale: int = 2, mode: str = "linear") -> nn.Module:
+    """Parameter-free upsampling (``linear`` → bi/trilinear, or ``nearest``)."""
+    _check_dims(spatial_dims)
+    if mode == "linear":
+        mode = {1: "linear", 2: "bilinear", 3: "trilinear"}[spatial_dims]
+        return nn.Upsample(scale_factor=scale, mode=mode, align_corners=False)
+    return nn.Upsample(scale_factor=scale, mode=mode)
+
+
+def _check_dims(spatial_dims: int) -> None:
+    if spatial_dims not in (1, 2, 3):
+        raise ValueError(f"spatial_dims must be 1, 2 or 3, got {spatial_dims}")

@@ -1,0 +1,185 @@
+"""One configurable U-Net. Every variant in ``configs/model/net/`` is a choice of blocks fed in as factories.
+
+Block factories are callables (Hydra partials) called with the shared vocabulary:
+- ``encoder_block / decoder_block / bottleneck(in_channels=, out_channels=, spatial_dims=, norm=, act=, dropout=)``
+- ``skip_gate(in_channels=, gate_channels=, spatial_dims=, norm=, act=)`` called as ``gate(skip, coarser_features)``
+- ``input_pyramid(in_channels=, channels=, spatial_dims=, act=)`` returning features at /2, /4, …
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import torch
+from torch import nn
+
+from medseg.blocks.conv import DoubleConv
+from medseg.blocks.multiscale import DeepSupervisionHeads
+from medseg.layers import ActSpec, NormSpec, act_layer, conv_layer, pool_layer, upsample_layer
+
+BlockFactory = Callable[..., nn.Module]
+
+
+class UNet(nn.Module):
+    """Encoder/decoder with optional skip gates, multi-scale input and deep supervision.
+
+    Args:
+        spatial_dims: 2 or 3.
+        in_channels: image channels.
+        out_channels: classes (incl. background).
+        channels: widths per level, finest first; the last one is the bottleneck.
+        encoder_block: factory of encoder blocks (default: DoubleConv).
+        decoder_block: factory of decoder blocks (default: the encoder factory).
+        bottleneck: factory of the bottleneck block (default: the encoder factory).
+        skip_gate: factory of a gate applied to skips (None: plain skips).
+        gated_levels: which skip levels get a gate (0 = finest); None = all.
+        input_pyramid: factory of the multi-scale input (None: off).
+        pyramid_levels: encoder levels (1..) fed by the pyramid; default all but the bottleneck.
+        deep_supervision: number of extra heads on coarser decoder levels (0: off).
+        downsample: ``max`` / ``avg`` pooling, or ``conv`` (the block gets stride 2).
+        upsample: ``transpose`` (k=2, s=2 transposed conv) or ``linear`` (interpolate + 1×1 conv).
+        up_channels: output widths of the upsampling per level, finest first (default: ``channels[:-1]``).
+        up_act: activation after the upsampling (None: linear, as in most U-Nets).
+        decoder_from: ``block`` (standard: the next level upsamples the decoder block's output) or ``concat``
+            (Abraham & Khan / Turbolift: the next level upsamples the concatenation [up, gated skip]; the decoder
+            blocks then feed only the output heads).
+        norm: norm spec handed to every block.
+        act: activation spec handed to every block.
+        dropout: dropout handed to every block.
+    """
+
+    def __init__(
+        self,
+        spatial_dims: int = 3,
+        in_channels: int = 1,
+        out_channels: int = 2,
+        channels: Sequence[int] = (16, 32, 64, 128),
+        encoder_block: BlockFactory | None = None,
+        decoder_block: BlockFactory | None = None,
+        bottleneck: BlockFactory | None = None,
+        skip_gate: BlockFactory | None = None,
+        gated_levels: Sequence[int] | None = None,
+        input_pyramid: BlockFactory | None = None,
+        pyramid_levels: int | None = None,
+        deep_supervision: int = 0,
+        downsample: str = "max",
+        upsample: str = "transpose",
+        up_channels: Sequence[int] | None = None,
+        up_act: ActSpec = None,
+        decoder_from: str = "block",
+        norm: NormSpec = "batch",
+        act: ActSpec = "relu",
+        dropout: float = 0.0,
+    ) -> None:
+        super().__init__()
+        ch = list(channels)
+        depth = len(ch) - 1
+        _validate(ch, deep_supervision, downsample, decoder_from)
+        self.spatial_dims, self.depth, self.deep_supervision = spatial_dims, depth, deep_supervision
+        self.decoder_from = decoder_from
+        common: dict[str, Any] = dict(spatial_dims=spatial_dims, norm=norm, act=act, dropout=dropout)
+        enc: BlockFactory = encoder_block or DoubleConv
+        n_pyr = (depth - 1 if pyramid_levels is None else pyramid_levels) if input_pyramid else 0
+        if not 0 <= n_pyr <= depth:
+            raise ValueError(f"model.net.pyramid_levels must be in [0, {depth}], got {n_pyr}")
+        self.pyramid = None
+        if input_pyramid is not None and n_pyr > 0:
+            self.pyramid = input_pyramid(
+                in_channels=in_channels, channels=ch[1 : n_pyr + 1], spatial_dims=spatial_dims, act=act
+            )
+        self.pool = pool_layer(downsample, spatial_dims) if downsample != "conv" else None
+        self.encoders = nn.ModuleList()
+        for i in range(depth + 1):
+            c_in = in_channels if i == 0 else ch[i - 1] + (ch[i] if i <= n_pyr else 0)
+            factory = (bottleneck or enc) if i == depth else enc
+            stride: dict[str, Any] = {"stride": 2} if (downsample == "conv" and i > 0) else {}
+            self.encoders.append(factory(in_channels=c_in, out_channels=ch[i], **stride, **common))
+        self._build_decoder(
+            ch, list(up_channels or ch[:-1]), decoder_block or enc, skip_gate, gated_levels, upsample, up_act, common
+        )
+        self.head = conv_layer(spatial_dims, ch[0], out_channels, 1, bias=True)
+        self.ds_heads = None
+        if deep_supervision:
+            self.ds_heads = DeepSupervisionHeads(ch[1 : deep_supervision + 1], out_channels, spatial_dims)
+
+    def _build_decoder(
+        self,
+        ch: list[int],
+        up_ch: list[int],
+        dec: BlockFactory,
+        skip_gate: BlockFactory | None,
+        gated_levels: Sequence[int] | None,
+        upsample: str,
+        up_act: ActSpec,
+        common: dict[str, Any],
+    ) -> None:
+        if len(up_ch) != self.depth:
+            raise ValueError(f"model.net.up_channels needs {self.depth} entries, got {up_ch}")
+        # h_ch[i]: channels of the tensor that level i upsamples (the coarser level's output).
+        h_ch = [0] * (self.depth + 1)
+        h_ch[self.depth] = ch[self.depth]
+        for i in reversed(range(self.depth)):
+            h_ch[i] = ch[i] if self.decoder_from == "block" else up_ch[i] + ch[i]
+        self.gates = nn.ModuleDict()
+        for i in (range(self.depth) if gated_levels is None else gated_levels) if skip_gate else ():
+            self.gates[str(i)] = skip_gate(  # type: ignore[misc]
+                in_channels=ch[i],
+                gate_channels=h_ch[i + 1],
+                spatial_dims=self.spatial_dims,
+                norm=common["norm"],
+                act=common["act"],
+            )
+        self.ups = nn.ModuleList(self._up(h_ch[i + 1], up_ch[i], upsample, up_act) for i in range(self.depth))
+        self.decoders = nn.ModuleList(
+            dec(in_channels=up_ch[i] + ch[i], out_channels=ch[i], **common) for i in range(self.depth)
+        )
+
+    def _up(self, c_in: int, c_out: int, mode: str, act: ActSpec) -> nn.Module:
+        if mode == "transpose":
+            up = conv_layer(self.spatial_dims, c_in, c_out, 2, 2, bias=True, transposed=True)
+        elif mode == "linear":
+            up = nn.Sequential(upsample_layer(self.spatial_dims, 2), conv_layer(self.spatial_dims, c_in, c_out, 1))
+        else:
+            raise ValueError(f"model.net.upsample must be transpose or linear, got {mode!r}")
+        return nn.Sequential(up, act_layer(act, c_out)) if act else up
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor | list[torch.Tensor]:
+        # x: (B, C_in, *S) with every S divisible by 2**depth
+        pyr = self.pyramid(x) if self.pyramid is not None else []  # [(B, ch[i], *S/2^i) for i = 1..n_pyr]
+        skips: list[torch.Tensor] = []
+        h = x
+        for i, block in enumerate(self.encoders):
+            if i > 0:
+                h = self.pool(h) if self.pool is not None else h  # (B, ch[i-1], *S/2^i)
+                if i <= len(pyr):
+                    h = torch.cat([pyr[i - 1], h], dim=1)  # (B, ch[i] + ch[i-1], *S/2^i)
+            h = block(h)  # (B, ch[i], *S/2^i)
+            skips.append(h)
+        h = skips.pop()  # bottleneck (B, ch[depth], *S/2^depth)
+        outs: list[torch.Tensor] = []
+        for i in reversed(range(self.depth)):
+            skip = skips[i]  # (B, ch[i], *S/2^i)
+            if str(i) in self.gates:
+                skip = self.gates[str(i)](skip, h)
+            cat = torch.cat([self.ups[i](h), skip], dim=1)  # (B, up_ch[i] + ch[i], *S/2^i)
+            out = self.decoders[i](cat)  # (B, ch[i], *S/2^i)
+            h = out if self.decoder_from == "block" else cat
+            outs.append(out)
+        logits = self.head(outs[-1])  # (B, out_channels, *S)
+        if self.ds_heads is None or not self.training:
+            return logits
+        coarse = outs[-2 : -self.deep_supervision - 2 : -1]  # decoder levels 1..ds, finest first
+        return [logits, *self.ds_heads(coarse)]  # [(B, out, *S), (B, out, *S/2), ...]
+
+
+def _validate(ch: list[int], deep_supervision: int, downsample: str, decoder_from: str) -> None:
+    depth = len(ch) - 1
+    if depth < 1:
+        raise ValueError(f"model.net.channels needs at least 2 levels, got {ch}")
+    if not 0 <= deep_supervision < depth:
+        raise ValueError(f"model.net.deep_supervision must be in [0, {depth - 1}], got {deep_supervision}")
+    if downsample not in ("max", "avg", "conv"):
+        raise ValueError(f"model.net.downsample must be max, avg or conv, got {downsample!r}")
+    if decoder_from not in ("block", "concat"):
+        raise ValueError(f"model.net.decoder_from must be block or concat, got {decoder_from!r}")

@@ -1,0 +1,1 @@
+"""LightningModule, losses and metrics."""

@@ -1,0 +1,106 @@
+"""The LightningModule: patch training, whole-volume sliding-window validation with per-class Dice."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import lightning as L
+import torch
+from monai.inferers import sliding_window_inference
+from monai.metrics import DiceMetric
+from monai.networks.utils import one_hot
+from torch import nn
+
+from medseg.training.losses import with_deep_supervision
+
+
+class SegmentationModule(L.LightningModule):
+    """Trains any network of the zoo.
+
+    Args:
+        net: the network (built from ``model.net``).
+        loss: loss on (logits, integer target) — MONAI DiceCELoss by default.
+        optimizer: partial optimizer (``params`` missing).
+        scheduler: partial LR scheduler (``optimizer`` missing) or None; stepped per epoch.
+        num_classes: classes including background.
+        roi_size: sliding-window size in the 3D volume; ``(H, W, 1)`` for 2D networks.
+        overlap: sliding-window overlap.
+        sw_batch_size: windows per forward pass.
+        ds_weights: deep-supervision weights (None: nnU-Net's 1/2^i with the coarsest at 0).
+    """
+
+    def __init__(
+        self,
+        net: nn.Module,
+        loss: nn.Module,
+        optimizer: Callable[..., torch.optim.Optimizer],
+        scheduler: Callable[..., Any] | None = None,
+        num_classes: int = 2,
+        roi_size: Sequence[int] = (64, 64, 64),
+        overlap: float = 0.5,
+        sw_batch_size: int = 4,
+        ds_weights: list[float] | None = None,
+    ) -> None:
+        super().__init__()
+        self.save_hyperparameters(ignore=["net", "loss", "optimizer", "scheduler"])
+        self.net, self.optimizer_factory, self.scheduler_factory = net, optimizer, scheduler
+        n_out = 1 + int(getattr(net, "deep_supervision", 0) or 0)
+        self.loss = with_deep_supervision(loss, n_out, ds_weights)
+        self.num_classes, self.roi_size = num_classes, list(roi_size)
+        self.overlap, self.sw_batch_size = overlap, sw_batch_size
+        self.is_2d = getattr(net, "spatial_dims", 3) == 2
+        self.dice = DiceMetric(include_background=False, reduction="none", ignore_empty=True, num_classes=num_classes)
+        self.val_cases: list[str] = []
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor | list[torch.Tensor]:
+        return self.net(x)
+
+    def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
+        image, label = batch["image"], batch["label"]  # (B, C, *S), (B, 1, *S)
+        loss = self.loss(self.net(image), label)
+        if not torch.isfinite(loss):
+            raise FloatingPointError(
+                f"non-finite training loss {loss.item()} at epoch {self.current_epoch}, "
+                f"step {batch_idx}; the last good checkpoint is kept"
+            )
+        self.log("train_loss", loss, prog_bar=True, on_step=False, on_epoch=True, batch_size=image.shape[0])
+        return loss
+
+    def _window(self, x: torch.Tensor) -> torch.Tensor:
+        # x: (N, C, H, W, D) windows; a 2D net sees (N, C, H, W) slices (roi depth 1)
+        if self.is_2d:
+            return self.net(x.squeeze(-1)).unsqueeze(-1)  # type: ignore[union-attr]
+        return self.net(x)  # type: ignore[return-value]
+
+    @torch.no_grad()
+    def predict_volume(self, image: torch.Tensor) -> torch.Tensor:
+        """Softmax probabilities of a whole volume (1, C, H, W, D) by Gaussian-weighted sliding windows."""
+        logits = sliding_window_inference(
+            image, self.roi_size, self.sw_batch_size, self._window, self.overlap, mode="gaussian"
+        )
+        return torch.softmax(logits.float(), dim=1)  # type: ignore[union-attr]
+
+    def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
+        image, label = batch["image"], batch["label"]  # (1, C, H, W, D), (1, 1, H, W, D)
+        pred = self.predict_volume(image).argmax(1, keepdim=True)  # (1, 1, H, W, D)
+        self.dice(one_hot(pred, self.num_classes), one_hot(label.long(), self.num_classes))
+        self.val_cases += list(batch.get("case", [f"case_{batch_idx}"]))
+
+    def on_validation_epoch_end(self) -> None:
+        scores = self.dice.aggregate()  # (cases, classes - 1), NaN where the ground truth class is empty
+        assert isinstance(scores, torch.Tensor)
+        self.dice.reset()
+        per_class = torch.nanmean(scores, dim=0) if scores.numel() else torch.zeros(self.num_classes - 1)
+        per_class = torch.nan_to_num(per_class, nan=0.0)
+        self.log("val_dice", per_class.mean(), prog_bar=True, sync_dist=True)
+        for c, v in enumerate(per_class.tolist(), start=1):
+            self.log(f"val_dice_{c}", v, sync_dist=True)
+        self.last_val = {"cases": self.val_cases, "per_case": scores.tolist(), "per_class": per_class.tolist()}
+        self.val_cases = []
+
+    def configure_optimizers(self) -> Any:
+        optimizer = self.optimizer_factory(params=self.parameters())
+        if self.scheduler_factory is None:
+            return optimizer
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": self.scheduler_factory(optimizer=optimizer)}}

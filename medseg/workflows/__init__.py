@@ -1,0 +1,1 @@
+"""Workflows: plain functions taking a composed config and returning results."""

@@ -1,0 +1,356 @@
+#!/usr/bin/env python
+"""Train-step time and peak memory of our U-Nets against MONAI's, at the same widths, batch and patch, in one run.
+
+Nets (``--nets`` picks a subset):
+
+* ``attention_unet``: ours, from the packaged Hydra config ``model/net=attention_unet`` (``medseg.nets.UNet`` with
+  Oktay attention gates on every skip).
+* ``unet``: ours, ``model/net=unet`` (the same U-Net with plain skips).
+* ``monai_attention_unet``: ``monai.networks.nets.AttentionUnet(channels=widths, strides=(2,) * (len(widths) - 1))``;
+  its ``channels`` are all levels including the bottleneck, like ours.
+* ``monai_basic_unet``: ``monai.networks.nets.BasicUNet(features=...)``. BasicUNet always has 5 encoder levels (4
+  downsamplings) plus a last decoder width, so the widths are left-padded with ``w0``: 16 32 64 128 becomes
+  (16, 16, 32, 64, 128, 16). It therefore has one more (full-resolution) level than ours, and uses instance norm.
+
+One train step = forward + ``DiceCELoss(to_onehot_y=True, softmax=True)`` + backward + ``AdamW.step``, on fresh random
+inputs (``randn``) and random integer labels each step, outside the timed region. Before timing, the first warm-up
+step checks that every net returns ``(B, classes, P, P, P)`` logits and a finite loss.
+
+Timing: median, min and max of ``--repeats`` steps after ``--warmup`` steps. CUDA: ``torch.cuda.Event`` timing and
+``torch.cuda.max_memory_allocated`` (reset per net; includes weights, optimizer state and inputs). CPU: wall time
+(``time.perf_counter``) and the peak resident-set growth (``VmHWM`` of ``/proc/self/status`` minus the RSS before
+the net is built); ``VmHWM`` is process-wide, so on CPU every net runs in a fresh subprocess of this script
+(``--_single NET``).
+
+Examples::
+
+    # quick CPU smoke test
+    python scripts/bench_train.py --device cpu --patch 32 --warmup 1 --repeats 2
+    # CPU defaults: widths 16 32 64 128, batch 2, patch 64, fp32, 5 repeats
+    python scripts/bench_train.py --device cpu --threads 2 --json /tmp/bench_cpu.json
+    # GPU defaults: widths 32 64 128 256, batch 2, patch 128, bf16 autocast, 20 repeats (the kernels.md anchors)
+    python scripts/bench_train.py --json bench_gpu.json
+    # only the two attention U-Nets
+    python scripts/bench_train.py --nets attention_unet monai_attention_unet
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+NETS = ("attention_unet", "unet", "monai_attention_unet", "monai_basic_unet")
+# (name, numerator net, denominator net): time ratios reported when both nets ran.
+RATIOS = (
+    ("monai_attention_unet / attention_unet", "monai_attention_unet", "attention_unet"),
+    ("attention_unet / unet", "attention_unet", "unet"),
+    ("unet / monai_basic_unet", "unet", "monai_basic_unet"),
+)
+
+
+# ----------------------------------------------------------------------------------------------------------- CLI
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    """Parse the CLI and fill the device-dependent defaults."""
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0], formatter_class=argparse.RawTextHelpFormatter)
+    p.add_argument("--device", choices=("cpu", "cuda"), default=None, help="default: cuda if available")
+    p.add_argument(
+        "--widths", type=int, nargs="+", default=None, help="default: 16 32 64 128 (CPU), 32 64 128 256 (GPU)"
+    )
+    p.add_argument("--batch", type=int, default=2)
+    p.add_argument("--patch", type=int, default=None, help="cubic patch edge; default 64 (CPU), 128 (GPU)")
+    p.add_argument("--classes", type=int, default=2)
+    p.add_argument("--warmup", type=int, default=2)
+    p.add_argument("--repeats", type=int, default=None, help="default 5 (CPU), 20 (GPU)")
+    p.add_argument("--amp", choices=("bf16", "none"), default=None, help="default bf16 (GPU), none (CPU)")
+    p.add_argument("--nets", nargs="+", choices=NETS, default=list(NETS))
+    p.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: torch's choice)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--json", type=Path, default=None, help="write the results here")
+    p.add_argument("--_single", choices=NETS, default=None, help=argparse.SUPPRESS)
+    args = p.parse_args(argv)
+    if args.device is None:
+        args.device = "cuda" if torch.cuda.is_available() else "cpu"
+    if args.device == "cuda" and not torch.cuda.is_available():
+        p.error("--device cuda but torch.cuda.is_available() is False")
+    gpu = args.device == "cuda"
+    args.widths = args.widths or ([32, 64, 128, 256] if gpu else [16, 32, 64, 128])
+    args.patch = args.patch or (128 if gpu else 64)
+    args.repeats = args.repeats or (20 if gpu else 5)
+    args.amp = args.amp or ("bf16" if gpu else "none")
+    if len(args.widths) < 2 or len(args.widths) > 5:
+        p.error("--widths needs 2 to 5 levels (BasicUNet has 5 encoder levels)")
+    div = 16 if "monai_basic_unet" in args.nets else 2 ** (len(args.widths) - 1)
+    if args.patch % div:
+        p.error(f"--patch must be divisible by {div} (the coarsest level)")
+    return args
+
+
+# ---------------------------------------------------------------------------------------------------------- nets
+def basic_unet_features(widths: Sequence[int]) -> tuple[int, ...]:
+    """Map our widths (finest first, bottleneck last) onto BasicUNet's 6 features, left-padding with ``w0``."""
+    enc = [widths[0]] * (5 - len(widths)) + list(widths)
+    return (*enc, widths[0])
+
+
+def _ours(variant: str, args: argparse.Namespace) -> nn.Module:
+    from medseg.config import build, compose_config
+
+    widths = "[" + ",".join(map(str, args.widths)) + "]"
+    overrides = [f"model/net={variant}", "model.net.spatial_dims=3", f"model.net.channels={widths}",
+                 f"data.num_classes={args.classes}", "data.in_channels=1"]
+    return build(compose_config("train", overrides).model.net)
+
+
+def build_net(name: str, args: argparse.Namespace) -> tuple[nn.Module, str]:
+    """The net called ``name`` and a one-line description of how it was configured."""
+    from monai.networks.nets import AttentionUnet, BasicUNet
+
+    w = tuple(args.widths)
+    if name in ("attention_unet", "unet"):
+        return _ours(name, args), f"medseg config model/net={name}, channels={list(w)}"
+    if name == "monai_attention_unet":
+        strides = (2,) * (len(w) - 1)
+        att = AttentionUnet(spatial_dims=3, in_channels=1, out_channels=args.classes, channels=w, strides=strides)
+        return att, f"monai AttentionUnet channels={w} strides={strides}"
+    features = basic_unet_features(w)
+    net = BasicUNet(spatial_dims=3, in_channels=1, out_channels=args.classes, features=features)
+    return net, f"monai BasicUNet features={features}"
+
+
+# ------------------------------------------------------------------------------------------------------- measure
+def _rss_kib(field: str) -> int:
+    """``VmRSS`` / ``VmHWM`` of this process in KiB (0 where /proc is missing)."""
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith(field + ":"):
+                return int(line.split()[1])
+    return 0
+
+
+def _reset_hwm() -> None:
+    """Reset the process's peak RSS to its current RSS (Linux >= 4.0; harmless elsewhere)."""
+    with contextlib.suppress(OSError):
+        Path("/proc/self/clear_refs").write_text("5")
+
+
+def _batch(args: argparse.Namespace, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    shape = (args.batch, 1, *(args.patch,) * 3)
+    x = torch.randn(shape, generator=gen).to(args.device)
+    y = torch.randint(0, args.classes, shape, generator=gen).to(args.device)
+    return x, y
+
+
+def make_step(net: nn.Module, args: argparse.Namespace) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
+    """A closure doing one train step (forward, Dice-CE, backward, AdamW) and returning the logits."""
+    from monai.losses import DiceCELoss
+
+    loss_fn = DiceCELoss(to_onehot_y=True, softmax=True)
+    opt = torch.optim.AdamW(net.parameters(), lr=1e-4)
+    amp = args.amp == "bf16"
+
+    def step(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        opt.zero_grad(set_to_none=True)
+        with torch.autocast(args.device, dtype=torch.bfloat16, enabled=amp):
+            out = net(x)
+        logits = out[0] if isinstance(out, (list, tuple)) else out
+        loss = loss_fn(logits.float(), y)
+        loss.backward()
+        opt.step()
+        step.last_loss = loss.detach()  # type: ignore[attr-defined]
+        return logits
+
+    return step
+
+
+def _check(name: str, logits: torch.Tensor, loss: torch.Tensor, args: argparse.Namespace) -> None:
+    expected = (args.batch, args.classes, *(args.patch,) * 3)
+    if tuple(logits.shape) != expected:
+        raise RuntimeError(f"{name}: output shape {tuple(logits.shape)} != expected {expected}")
+    if not torch.isfinite(loss).item():
+        raise RuntimeError(f"{name}: non-finite loss {loss.item()}")
+
+
+def _timed(step: Callable, x: torch.Tensor, y: torch.Tensor, device: str) -> float:
+    """Seconds taken by one step."""
+    if device == "cuda":
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        torch.cuda.synchronize()
+        start.record()
+        step(x, y)
+        end.record()
+        torch.cuda.synchronize()
+        return start.elapsed_time(end) / 1e3
+    t0 = time.perf_counter()
+    step(x, y)
+    return time.perf_counter() - t0
+
+
+def _mem_start(device: str) -> int:
+    if device == "cuda":
+        torch.cuda.empty_cache()
+        torch.cuda.reset_peak_memory_stats()
+        return 0
+    _reset_hwm()
+    return _rss_kib("VmRSS") * 1024
+
+
+def _mem_peak(device: str, start: int) -> int:
+    if device == "cuda":
+        return torch.cuda.max_memory_allocated()
+    return _rss_kib("VmHWM") * 1024 - start
+
+
+def bench_one(name: str, args: argparse.Namespace) -> dict[str, Any]:
+    """Build, sanity-check, warm up and time one net in this process."""
+    # Import before the memory baseline: the libraries' memory is not the net's.
+    import monai.losses  # noqa: F401
+    import monai.networks.nets  # noqa: F401
+
+    import medseg.config  # noqa: F401
+
+    torch.manual_seed(args.seed)
+    gen = torch.Generator().manual_seed(args.seed)
+    mem0 = _mem_start(args.device)
+    net, desc = build_net(name, args)
+    net = net.to(args.device).train()
+    step = make_step(net, args)
+    for i in range(max(args.warmup, 1)):
+        logits = step(*_batch(args, gen))
+        if i == 0:
+            _check(name, logits, step.last_loss, args)  # type: ignore[attr-defined]
+        del logits
+    times = []
+    for _ in range(args.repeats):
+        x, y = _batch(args, gen)
+        times.append(_timed(step, x, y, args.device))
+    med = statistics.median(times)
+    return {
+        "net": name, "config": desc, "params": sum(p.numel() for p in net.parameters()),
+        "median_s": med, "min_s": min(times), "max_s": max(times), "times_s": times,
+        "voxels_per_s": args.batch * args.patch**3 / med, "peak_mem_bytes": _mem_peak(args.device, mem0),
+        "peak_mem_kind": "cuda max_memory_allocated" if args.device == "cuda" else "RSS high-water growth",
+        "final_loss": float(step.last_loss),  # type: ignore[attr-defined]
+    }
+
+
+def _child_argv(args: argparse.Namespace, name: str, out: Path) -> list[str]:
+    argv = [sys.executable, str(Path(__file__).resolve()), "--device", args.device, "--widths", *map(str, args.widths),
+            "--batch", str(args.batch), "--patch", str(args.patch), "--classes", str(args.classes),
+            "--warmup", str(args.warmup), "--repeats", str(args.repeats), "--amp", args.amp,
+            "--seed", str(args.seed), "--nets", name, "--_single", name, "--json", str(out)]
+    return argv + (["--threads", str(args.threads)] if args.threads else [])
+
+
+def bench_subprocess(name: str, args: argparse.Namespace) -> dict[str, Any]:
+    """Run one net in a fresh interpreter (so the RSS high-water mark is its own)."""
+    with tempfile.TemporaryDirectory(prefix="bench_train_") as tmp:
+        out = Path(tmp) / "result.json"
+        proc = subprocess.run(_child_argv(args, name, out), capture_output=True, text=True)
+        if proc.returncode != 0:
+            raise RuntimeError(f"{name} failed (exit {proc.returncode}):\n{proc.stdout}\n{proc.stderr}")
+        return json.loads(out.read_text())
+
+
+# -------------------------------------------------------------------------------------------------------- report
+def machine_info(args: argparse.Namespace) -> dict[str, Any]:
+    """What ran the benchmark."""
+    import monai
+
+    cpu = "unknown"
+    with contextlib.suppress(OSError):
+        cpu = next((ln.split(":", 1)[1].strip() for ln in Path("/proc/cpuinfo").read_text().splitlines()
+                    if ln.startswith("model name")), platform.processor() or "unknown")
+    info = {"cpu": cpu, "torch_threads": torch.get_num_threads(), "torch": torch.__version__,
+            "monai": monai.__version__, "python": platform.python_version(), "platform": platform.platform()}
+    if args.device == "cuda":
+        info |= {"gpu": torch.cuda.get_device_name(), "cuda": torch.version.cuda,
+                 "cudnn": torch.backends.cudnn.version()}
+    return info
+
+
+def ratios(results: dict[str, dict[str, Any]]) -> dict[str, float]:
+    """Median-time ratios between the nets that ran."""
+    return {label: results[a]["median_s"] / results[b]["median_s"] for label, a, b in RATIOS
+            if a in results and b in results}
+
+
+def _fmt_time(s: float) -> str:
+    return f"{s * 1e3:.1f} ms" if s < 1 else f"{s:.2f} s"
+
+
+def print_table(title: str, head: list[str], rows: list[list[str]]) -> None:
+    """A table with rich if installed, else plain text; the first column left-aligned, the others right-aligned."""
+    try:
+        from rich.console import Console
+        from rich.table import Table
+    except ImportError:
+        widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(head)]
+        print(title)
+        for row in (head, *rows):
+            cells = (c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(row, widths, strict=True)))
+            print("  ".join(cells))
+        return
+    print(title)
+    table = Table()
+    for i, h in enumerate(head):
+        table.add_column(h, justify="left" if i == 0 else "right")
+    for row in rows:
+        table.add_row(*row)
+    Console().print(table)
+
+
+def print_report(results: dict[str, dict[str, Any]], args: argparse.Namespace, machine: dict[str, Any]) -> None:
+    """The results table, the configs used and the time ratios."""
+    head = ["net", "params", "median", "min", "max", "Mvox/s", "peak mem"]
+    rows = [[r["net"], f"{r['params'] / 1e6:.2f}M", _fmt_time(r["median_s"]), _fmt_time(r["min_s"]),
+             _fmt_time(r["max_s"]), f"{r['voxels_per_s'] / 1e6:.3g}", f"{r['peak_mem_bytes'] / 2**30:.2f} GiB"]
+            for r in results.values()]
+    title = (f"train step, {args.device} ({machine.get('gpu', machine['cpu'])}, {machine['torch_threads']} threads), "
+             f"batch {args.batch} x 1 x {args.patch}^3, {args.classes} classes, amp {args.amp}, "
+             f"{args.warmup} warm-up + {args.repeats} repeats")
+    print_table(title, head, rows)
+    for r in results.values():
+        print(f"  {r['net']}: {r['config']}")
+    for label, value in ratios(results).items():
+        print(f"  time ratio {label}: {value:.2f}")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    if args.device == "cuda":
+        torch.backends.cudnn.benchmark = True
+    if args._single:
+        result = bench_one(args._single, args)
+        args.json.write_text(json.dumps(result))
+        return 0
+    results = {}
+    for name in args.nets:
+        print(f"benchmarking {name} ...", flush=True)
+        results[name] = bench_subprocess(name, args) if args.device == "cpu" else bench_one(name, args)
+    machine = machine_info(args)
+    print_report(results, args, machine)
+    if args.json:
+        settings = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items() if k != "_single"}
+        payload = {"machine": machine, "settings": settings, "results": results, "ratios": ratios(results)}
+        args.json.write_text(json.dumps(payload, indent=2))
+        print(f"wrote {args.json}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
