@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from collections.abc import Callable
 from typing import Any
 
 from rich.console import Console
+from rich.markup import escape
 
 console = Console(stderr=True)
 
@@ -14,11 +16,11 @@ USAGE = """usage: medseg <command> [options] [key=value ...]
 
 commands:
   train       train one model                          medseg train [model/net=unet] [data=nifti data.root=PATH] ...
-  cv          k-fold cross-validation                   (planned)
+  cv          k-fold cross-validation                   medseg cv cv.folds=5 [...]; medseg cv aggregate RUN_DIR
   turbolift   sequential training across tasks          (planned)
   predict     segment NIfTI/NRRD/MHA volumes            (planned)
-  evaluate    metrics of predictions vs labels          (planned)
-  compare     paired test between two runs              (planned)
+  evaluate    metrics of predictions vs labels          medseg evaluate -p PRED_DIR -l LABEL_DIR [-o OUT_JSON]
+  compare     paired test between two runs              medseg compare RUN_A RUN_B [--metric dice_mean]
   check-data  validate a dataset                        (planned)
   export      ONNX / TorchScript export                 (planned)
 
@@ -31,39 +33,93 @@ def _hydra_command(config_name: str, task: Callable[[Any], Any], args: list[str]
 
     from medseg.config import config_dir
 
-    sys.argv = [f"medseg {config_name}", *args]
+    # Keep argv[0] (Lightning's DDP launcher re-runs it for ranks > 0) and remember the command for those ranks.
+    os.environ["MEDSEG_COMMAND"] = config_name
+    sys.argv = [sys.argv[0], *args]
     hydra.main(config_path=str(config_dir()), config_name=config_name, version_base="1.3")(task)()
 
 
-def _train_task(cfg: Any) -> None:
+def _guarded(name: str, fn: Callable[[], Any]) -> Any:
+    """Run ``fn``; known user errors become one red line and exit code 1 instead of a traceback."""
     from medseg.data.discovery import DatasetError
     from medseg.quiet import quiet_third_party
-    from medseg.report import print_train_summary
-    from medseg.workflows.train import train
 
     quiet_third_party()
     try:
-        metrics = train(cfg)
-    except (DatasetError, ValueError, FloatingPointError) as err:
-        console.print(f"[bold red]medseg train: error:[/] {err}")
+        return fn()
+    except (DatasetError, ValueError, FloatingPointError, OSError) as err:
+        console.print(f"[bold red]medseg {name}: error:[/] {escape(str(err))}")
         raise SystemExit(1) from None
+
+
+def _train_task(cfg: Any) -> None:
+    from medseg.report import print_train_summary
+    from medseg.workflows.train import train
+
+    metrics = _guarded("train", lambda: train(cfg))
     print_train_summary(metrics, cfg.paths.output_dir)
+
+
+def _cv_task(cfg: Any) -> None:
+    from medseg.report import print_cv_summary
+    from medseg.workflows.cv import cross_validate
+
+    summary = _guarded("cv", lambda: cross_validate(cfg))
+    print_cv_summary(summary, cfg.paths.output_dir)
+
+
+def _cv_aggregate(args: list[str]) -> None:
+    from medseg.report import print_cv_summary
+    from medseg.workflows.cv import aggregate
+
+    if len(args) != 1:
+        console.print("usage: medseg cv aggregate RUN_DIR")
+        raise SystemExit(2)
+    print_cv_summary(_guarded("cv aggregate", lambda: aggregate(args[0])), args[0])
+
+
+def _evaluate_command(args: list[str]) -> None:
+    """``medseg evaluate -p PRED_DIR -l LABEL_DIR [-o OUT_JSON] [--classes 1 2] [--nsd-tolerance MM]``."""
+    from medseg.evaluation.cli import run_evaluate
+
+    code = run_evaluate(args)
+    if code:
+        raise SystemExit(code)
+
+
+def _compare_command(args: list[str]) -> None:
+    """``medseg compare RUN_A RUN_B [--metric dice_mean] [-o OUT_JSON]``."""
+    from medseg.evaluation.cli import run_compare
+
+    code = run_compare(args)
+    if code:
+        raise SystemExit(code)
 
 
 def main(argv: list[str] | None = None) -> None:
     """Entry point of the ``medseg`` command."""
     args = list(sys.argv[1:] if argv is None else argv)
+    if os.environ.get("LOCAL_RANK", "0") != "0" and os.environ.get("MEDSEG_COMMAND"):
+        args = [os.environ["MEDSEG_COMMAND"], *args]  # a DDP worker started by Lightning with the overrides only
     if not args or args[0] in ("-h", "--help", "help"):
         print(USAGE)
         return
     command, rest = args[0], args[1:]
     if command == "train":
         _hydra_command("train", _train_task, rest)
-    elif command in ("cv", "turbolift", "predict", "evaluate", "compare", "check-data", "export"):
+    elif command == "cv" and rest[:1] == ["aggregate"]:
+        _cv_aggregate(rest[1:])
+    elif command == "cv":
+        _hydra_command("cv", _cv_task, rest)
+    elif command == "evaluate":
+        _evaluate_command(rest)
+    elif command == "compare":
+        _compare_command(rest)
+    elif command in ("turbolift", "predict", "check-data", "export"):
         console.print(f"medseg {command}: planned, not built yet (see the README's CLI contract)")
         raise SystemExit(2)
     else:
-        console.print(f"[red]unknown command {command!r}[/]\n{USAGE}")
+        console.print(f"[red]unknown command {escape(command)!r}[/]\n{escape(USAGE)}")
         raise SystemExit(2)
 
 

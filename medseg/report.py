@@ -23,3 +23,22 @@ def print_train_summary(metrics: dict[str, Any], run_dir: str) -> None:
         f"best epoch {m['best_epoch']} of {m['epochs']} · {m['n_train']} train / {m['n_val']} val cases · "
         f"{m['train_seconds']:.0f} s\nrun dir: {run_dir}  (config.yaml, checkpoints/, logs/, metrics.json)"
     )
+
+
+def print_cv_summary(summary: dict[str, Any], run_dir: str) -> None:
+    """Per-fold Dice and the mean ± std over folds and over cases."""
+    table = Table(title="medseg cv — test folds", show_header=True)
+    for col in ("fold", "cases", "Dice", "HD95 (mm)"):
+        table.add_column(col, justify="right")
+    for fold in summary["folds"]:
+        hd = fold.get("hd95_mean")
+        table.add_row(
+            str(fold["fold"]), str(fold["n_cases"]), f"{fold['dice_mean']:.4f}", "-" if hd is None else f"{hd:.2f}"
+        )
+    console = Console()
+    console.print(table)
+    console.print(
+        f"Dice over folds {summary['dice_mean']:.4f} ± {summary['dice_std']:.4f} · over cases "
+        f"{summary['dice_case_mean']:.4f} ± {summary['dice_case_std']:.4f}\n"
+        f"run dir: {run_dir}  (splits.json, fold_<k>/, cv_summary.json, per_case.csv, per_case_dice.png, report.md)"
+    )

@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import gc
 import json
 import platform
 import statistics
@@ -93,8 +94,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     if len(args.widths) < 2 or len(args.widths) > 5:
         p.error("--widths needs 2 to 5 levels (BasicUNet has 5 encoder levels)")
     div = 16 if "monai_basic_unet" in args.nets else 2 ** (len(args.widths) - 1)
-    if args.patch % div:
-        p.error(f"--patch must be divisible by {div} (the coarsest level)")
+    if args.patch % div or args.patch < 2 * div:
+        p.error(f"--patch must be a multiple of {div} and >= {2 * div} (the coarsest level needs > 1 voxel)")
     return args
 
 
@@ -200,6 +201,7 @@ def _timed(step: Callable, x: torch.Tensor, y: torch.Tensor, device: str) -> flo
 
 def _mem_start(device: str) -> int:
     if device == "cuda":
+        gc.collect()  # the previous net's tensors, if anything kept them alive in a cycle
         torch.cuda.empty_cache()
         torch.cuda.reset_peak_memory_stats()
         return 0
@@ -213,14 +215,20 @@ def _mem_peak(device: str, start: int) -> int:
     return _rss_kib("VmHWM") * 1024 - start
 
 
-def bench_one(name: str, args: argparse.Namespace) -> dict[str, Any]:
-    """Build, sanity-check, warm up and time one net in this process."""
-    # Import before the memory baseline: the libraries' memory is not the net's.
-    import monai.losses  # noqa: F401
+def _warm_libraries(args: argparse.Namespace) -> None:
+    """Lazy imports and backend set-up (oneDNN/cuDNN, loss, optimizer) before the memory baseline: not the net's."""
     import monai.networks.nets  # noqa: F401
 
     import medseg.config  # noqa: F401
 
+    tiny = nn.Conv3d(1, args.classes, 3, padding=1).to(args.device)
+    x = torch.randn(1, 1, 8, 8, 8, device=args.device)
+    make_step(tiny, args)(x, torch.randint(0, args.classes, x.shape, device=args.device))
+
+
+def bench_one(name: str, args: argparse.Namespace) -> dict[str, Any]:
+    """Build, sanity-check, warm up and time one net in this process."""
+    _warm_libraries(args)
     torch.manual_seed(args.seed)
     gen = torch.Generator().manual_seed(args.seed)
     mem0 = _mem_start(args.device)
@@ -291,6 +299,10 @@ def _fmt_time(s: float) -> str:
     return f"{s * 1e3:.1f} ms" if s < 1 else f"{s:.2f} s"
 
 
+def _fmt_bytes(n: int) -> str:
+    return f"{n / 2**30:.2f} GiB" if n >= 2**30 else f"{n / 2**20:.0f} MiB"
+
+
 def print_table(title: str, head: list[str], rows: list[list[str]]) -> None:
     """A table with rich if installed, else plain text; the first column left-aligned, the others right-aligned."""
     try:
@@ -309,14 +321,14 @@ def print_table(title: str, head: list[str], rows: list[list[str]]) -> None:
         table.add_column(h, justify="left" if i == 0 else "right")
     for row in rows:
         table.add_row(*row)
-    Console().print(table)
+    Console(width=max(Console().width, 120)).print(table)
 
 
 def print_report(results: dict[str, dict[str, Any]], args: argparse.Namespace, machine: dict[str, Any]) -> None:
     """The results table, the configs used and the time ratios."""
     head = ["net", "params", "median", "min", "max", "Mvox/s", "peak mem"]
     rows = [[r["net"], f"{r['params'] / 1e6:.2f}M", _fmt_time(r["median_s"]), _fmt_time(r["min_s"]),
-             _fmt_time(r["max_s"]), f"{r['voxels_per_s'] / 1e6:.3g}", f"{r['peak_mem_bytes'] / 2**30:.2f} GiB"]
+             _fmt_time(r["max_s"]), f"{r['voxels_per_s'] / 1e6:.3g}", _fmt_bytes(r["peak_mem_bytes"])]
             for r in results.values()]
     title = (f"train step, {args.device} ({machine.get('gpu', machine['cpu'])}, {machine['torch_threads']} threads), "
              f"batch {args.batch} x 1 x {args.patch}^3, {args.classes} classes, amp {args.amp}, "

@@ -9,8 +9,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 from medseg.data.synthetic import DEMO_LABELS, save_nifti, synth_case
+
+# Tiny tensors on a small shared CPU: one intra-op thread avoids OpenMP oversubscription, which makes first calls of
+# each conv shape 10-100x slower when other processes compete for the cores. Subprocesses inherit OMP_NUM_THREADS.
+torch.set_num_threads(int(os.environ.setdefault("OMP_NUM_THREADS", "1")))
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -27,8 +32,9 @@ def _isolated_cache(tmp_path_factory: pytest.TempPathFactory):
             os.environ[key] = value
 
 
-def write_msd_dataset(root: Path, n_cases: int = 6, fov_mm: float = 40.0,
-                      spacing_range: tuple[float, float] = (1.5, 2.5), seed: int = 0) -> Path:
+def write_msd_dataset(
+    root: Path, n_cases: int = 6, fov_mm: float = 40.0, spacing_range: tuple[float, float] = (1.5, 2.5), seed: int = 0
+) -> Path:
     """A tiny MSD task (imagesTr/, labelsTr/, dataset.json) of synthetic organ (1) + lesion (2) volumes."""
     root = Path(root)
     (root / "imagesTr").mkdir(parents=True)
@@ -41,8 +47,13 @@ def write_msd_dataset(root: Path, n_cases: int = 6, fov_mm: float = 40.0,
         save_nifti(root / "imagesTr" / name, image, affine)
         save_nifti(root / "labelsTr" / name, label, affine)
         training.append({"image": f"./imagesTr/{name}", "label": f"./labelsTr/{name}"})
-    meta = {"name": "tiny", "modality": {"0": "MRI"}, "labels": DEMO_LABELS, "numTraining": n_cases,
-            "training": training}
+    meta = {
+        "name": "tiny",
+        "modality": {"0": "MRI"},
+        "labels": DEMO_LABELS,
+        "numTraining": n_cases,
+        "training": training,
+    }
     (root / "dataset.json").write_text(json.dumps(meta, indent=2))
     return root
 

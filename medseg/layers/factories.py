@@ -60,6 +60,7 @@ def conv_layer(
 
 def norm_layer(spec: NormSpec, spatial_dims: int, channels: int) -> nn.Module:
     """Normalisation layer from a spec; ``None`` gives identity."""
+    _check_dims(spatial_dims)
     parsed = _split_spec(spec)
     if parsed is None:
         return nn.Identity()

@@ -4,14 +4,16 @@ Block factories are callables (Hydra partials) called with the shared vocabulary
 - ``encoder_block / decoder_block / bottleneck(in_channels=, out_channels=, spatial_dims=, norm=, act=, dropout=)``
 - ``skip_gate(in_channels=, gate_channels=, spatial_dims=, norm=, act=)`` called as ``gate(skip, coarser_features)``
 - ``input_pyramid(in_channels=, channels=, spatial_dims=, act=)`` returning features at /2, /4, …
+- ``level_blocks[i]`` (same call as the encoder block) replaces the blocks of one level
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import torch
+from monai.networks.layers.factories import Conv
 from torch import nn
 
 from medseg.blocks.conv import DoubleConv
@@ -32,13 +34,18 @@ class UNet(nn.Module):
         encoder_block: factory of encoder blocks (default: DoubleConv).
         decoder_block: factory of decoder blocks (default: the encoder factory).
         bottleneck: factory of the bottleneck block (default: the encoder factory).
+        level_blocks: per-level block factories, ``{level: factory}`` with level 0 = finest and negative levels counted
+            from the coarsest (-1 = bottleneck, -2 = the level above it); a level's factory builds its encoder block
+            and, below the bottleneck, its decoder block, and wins over the other block factories there.
         skip_gate: factory of a gate applied to skips (None: plain skips).
         gated_levels: which skip levels get a gate (0 = finest); None = all.
         input_pyramid: factory of the multi-scale input (None: off).
         pyramid_levels: encoder levels (1..) fed by the pyramid; default all but the bottleneck.
         deep_supervision: number of extra heads on coarser decoder levels (0: off).
         downsample: ``max`` / ``avg`` pooling, or ``conv`` (the block gets stride 2).
-        upsample: ``transpose`` (k=2, s=2 transposed conv) or ``linear`` (interpolate + 1×1 conv).
+        upsample: ``transpose`` (stride-2 transposed conv) or ``linear`` (interpolate + 1×1 conv).
+        up_kernel_size: kernel of the transposed conv (2; odd kernels pad to exactly double the size, e.g. 3 as in
+            SA-UNet's Keras ``Conv2DTranspose(3, strides=2, padding="same")``).
         up_channels: output widths of the upsampling per level, finest first (default: ``channels[:-1]``).
         up_act: activation after the upsampling (None: linear, as in most U-Nets).
         decoder_from: ``block`` (standard: the next level upsamples the decoder block's output) or ``concat``
@@ -58,6 +65,7 @@ class UNet(nn.Module):
         encoder_block: BlockFactory | None = None,
         decoder_block: BlockFactory | None = None,
         bottleneck: BlockFactory | None = None,
+        level_blocks: Mapping[int, BlockFactory] | None = None,
         skip_gate: BlockFactory | None = None,
         gated_levels: Sequence[int] | None = None,
         input_pyramid: BlockFactory | None = None,
@@ -65,6 +73,7 @@ class UNet(nn.Module):
         deep_supervision: int = 0,
         downsample: str = "max",
         upsample: str = "transpose",
+        up_kernel_size: int = 2,
         up_channels: Sequence[int] | None = None,
         up_act: ActSpec = None,
         decoder_from: str = "block",
@@ -77,7 +86,8 @@ class UNet(nn.Module):
         depth = len(ch) - 1
         _validate(ch, deep_supervision, downsample, decoder_from)
         self.spatial_dims, self.depth, self.deep_supervision = spatial_dims, depth, deep_supervision
-        self.decoder_from = decoder_from
+        self.decoder_from, self.up_kernel_size = decoder_from, up_kernel_size
+        levels = _resolve_levels(level_blocks, depth)
         common: dict[str, Any] = dict(spatial_dims=spatial_dims, norm=norm, act=act, dropout=dropout)
         enc: BlockFactory = encoder_block or DoubleConv
         n_pyr = (depth - 1 if pyramid_levels is None else pyramid_levels) if input_pyramid else 0
@@ -92,11 +102,12 @@ class UNet(nn.Module):
         self.encoders = nn.ModuleList()
         for i in range(depth + 1):
             c_in = in_channels if i == 0 else ch[i - 1] + (ch[i] if i <= n_pyr else 0)
-            factory = (bottleneck or enc) if i == depth else enc
+            factory = levels.get(i) or ((bottleneck or enc) if i == depth else enc)
             stride: dict[str, Any] = {"stride": 2} if (downsample == "conv" and i > 0) else {}
             self.encoders.append(factory(in_channels=c_in, out_channels=ch[i], **stride, **common))
+        decoders = [levels.get(i) or decoder_block or enc for i in range(depth)]
         self._build_decoder(
-            ch, list(up_channels or ch[:-1]), decoder_block or enc, skip_gate, gated_levels, upsample, up_act, common
+            ch, list(up_channels or ch[:-1]), decoders, skip_gate, gated_levels, upsample, up_act, common
         )
         self.head = conv_layer(spatial_dims, ch[0], out_channels, 1, bias=True)
         self.ds_heads = None
@@ -107,7 +118,7 @@ class UNet(nn.Module):
         self,
         ch: list[int],
         up_ch: list[int],
-        dec: BlockFactory,
+        dec: list[BlockFactory],
         skip_gate: BlockFactory | None,
         gated_levels: Sequence[int] | None,
         upsample: str,
@@ -132,12 +143,16 @@ class UNet(nn.Module):
             )
         self.ups = nn.ModuleList(self._up(h_ch[i + 1], up_ch[i], upsample, up_act) for i in range(self.depth))
         self.decoders = nn.ModuleList(
-            dec(in_channels=up_ch[i] + ch[i], out_channels=ch[i], **common) for i in range(self.depth)
+            dec[i](in_channels=up_ch[i] + ch[i], out_channels=ch[i], **common) for i in range(self.depth)
         )
 
     def _up(self, c_in: int, c_out: int, mode: str, act: ActSpec) -> nn.Module:
         if mode == "transpose":
-            up = conv_layer(self.spatial_dims, c_in, c_out, 2, 2, bias=True, transposed=True)
+            k = self.up_kernel_size
+            pad = (k - 1) // 2  # with output_padding 2 + 2·pad − k the output is exactly twice the input
+            up = Conv[Conv.CONVTRANS, self.spatial_dims](
+                c_in, c_out, k, stride=2, padding=pad, output_padding=2 + 2 * pad - k
+            )
         elif mode == "linear":
             up = nn.Sequential(upsample_layer(self.spatial_dims, 2), conv_layer(self.spatial_dims, c_in, c_out, 1))
         else:
@@ -171,6 +186,16 @@ class UNet(nn.Module):
             return logits
         coarse = outs[-2 : -self.deep_supervision - 2 : -1]  # decoder levels 1..ds, finest first
         return [logits, *self.ds_heads(coarse)]  # [(B, out, *S), (B, out, *S/2), ...]
+
+
+def _resolve_levels(level_blocks: Mapping[int, BlockFactory] | None, depth: int) -> dict[int, BlockFactory]:
+    levels: dict[int, BlockFactory] = {}
+    for key, factory in (level_blocks or {}).items():
+        level = int(key)
+        if not -depth - 1 <= level <= depth:
+            raise ValueError(f"model.net.level_blocks: level {level} outside [-{depth + 1}, {depth}]")
+        levels[level % (depth + 1)] = factory
+    return levels
 
 
 def _validate(ch: list[int], deep_supervision: int, downsample: str, decoder_from: str) -> None:

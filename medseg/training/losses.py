@@ -47,9 +47,9 @@ class FocalTverskyLoss(nn.Module):
 
 
 def deep_supervision_weights(n: int) -> list[float]:
-    """nnU-Net weights: 1/2^i, the coarsest set to 0 when there are ≥ 2 outputs, normalised to sum 1."""
+    """nnU-Net weights: 1/2^i, the coarsest set to 0 when there are ≥ 3 outputs, normalised to sum 1."""
     w = [1.0 / 2**i for i in range(n)]
-    if n > 1:
+    if n > 2:
         w[-1] = 0.0
     total = sum(w)
     return [x / total for x in w]
@@ -59,4 +59,6 @@ def with_deep_supervision(loss: nn.Module, n_outputs: int, weights: list[float] 
     """Wrap ``loss`` so that a list of outputs (finest first) is scored against resized targets."""
     if n_outputs <= 1:
         return loss
+    if weights is not None and len(weights) != n_outputs:
+        raise ValueError(f"model.ds_weights has {len(weights)} entries but the network has {n_outputs} outputs")
     return DeepSupervisionLoss(loss, weights=weights or deep_supervision_weights(n_outputs))  # type: ignore[arg-type]

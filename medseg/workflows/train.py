@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +15,7 @@ from omegaconf import DictConfig, open_dict
 
 from medseg.config import build, resolved_yaml
 from medseg.data.io import atomic_write_json, atomic_write_text
+from medseg.data.splits import load_or_create_cv_splits, load_or_create_split
 
 log = logging.getLogger(__name__)
 
@@ -36,10 +38,27 @@ def _checkpoint_callback(trainer: L.Trainer) -> ModelCheckpoint:
     raise ValueError("callbacks.model_checkpoint is required (it selects the best checkpoint by val_dice)")
 
 
+def split_function(cfg: DictConfig, run_dir: Path, dm: Any) -> Callable[[list[str]], dict[str, list[str]]]:
+    """Train/val split of a plain run, or fold ``cv.fold`` (train/val/test) of a seeded K-fold split."""
+    cv: Any = cfg.get("cv") or {}
+    if cv.get("fold") is None:
+        return lambda ids: load_or_create_split(run_dir / "splits.json", ids, dm.val_fraction, dm.seed)
+
+    def fold_split(ids: list[str]) -> dict[str, list[str]]:
+        splits = load_or_create_cv_splits(
+            run_dir / "splits.json", ids, cv.folds, cv.seed, dm.val_fraction, cv.get("splits_file")
+        )
+        if not 0 <= cv.fold < len(splits["folds"]):
+            raise ValueError(f"cv.fold={cv.fold} is outside the {len(splits['folds'])} folds of the split")
+        return splits["folds"][cv.fold]
+
+    return fold_split
+
+
 def prepare(cfg: DictConfig, run_dir: Path) -> tuple[Any, dict[str, Any]]:
     """Build the data module, check the dataset and write the data-derived keys back into ``cfg``."""
     dm = build(cfg.data)
-    info = dm.prepare_dataset(run_dir / "splits.json")
+    info = dm.prepare_dataset(split_function(cfg, run_dir, dm))
     with open_dict(cfg):
         cfg.data.num_classes, cfg.data.in_channels, cfg.data.spacing = dm.num_classes, dm.in_channels, dm.spacing
     info["roi_size"] = dm.roi_size
@@ -83,6 +102,10 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         "network": cfg.model.net._target_,
         "spatial_dims": dm.spatial_dims,
     }
+    if dm.split.get("test"):
+        from medseg.workflows.test_eval import evaluate_test_cases
+
+        metrics["test"] = evaluate_test_cases(run_dir, dm, dm.split["test"])
     atomic_write_json(run_dir / "metrics.json", metrics)
     return metrics
 

@@ -5,7 +5,9 @@ from torch import nn
 from medseg.layers import act_layer, conv_layer, norm_layer, pool_layer, upsample_layer
 
 
-@pytest.mark.parametrize(("dims", "conv", "convt"), [(2, nn.Conv2d, nn.ConvTranspose2d), (3, nn.Conv3d, nn.ConvTranspose3d)])
+@pytest.mark.parametrize(
+    ("dims", "conv", "convt"), [(2, nn.Conv2d, nn.ConvTranspose2d), (3, nn.Conv3d, nn.ConvTranspose3d)]
+)
 def test_conv_layer_classes_and_same_padding(dims, conv, convt):
     layer = conv_layer(dims, 2, 5, kernel_size=3)
     assert type(layer) is conv
@@ -128,3 +130,11 @@ def test_bad_spatial_dims_raise(dims):
         pool_layer("max", dims)
     with pytest.raises(ValueError, match="spatial_dims"):
         upsample_layer(dims)
+
+
+@pytest.mark.parametrize("dims", [0, 4])
+def test_norm_layer_bad_spatial_dims_raise(dims):
+    # conv/pool/upsample validate spatial_dims; norm_layer must too (MONAI's factory tuple silently picks the 3D
+    # class for spatial_dims=0 because it indexes with dims - 1 = -1).
+    with pytest.raises(ValueError, match="spatial_dims"):
+        norm_layer("batch", dims, 8)

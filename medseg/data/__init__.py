@@ -1,0 +1,1 @@
+"""Dataset discovery, checks, splits, MONAI pipelines, the LightningDataModule and synthetic data."""

@@ -1,0 +1,106 @@
+"""Reading headers/arrays of NIfTI (nibabel) and other ITK formats (SimpleITK), and atomic writes."""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import nibabel as nib
+import numpy as np
+
+NIFTI_SUFFIXES = (".nii.gz", ".nii")
+ITK_SUFFIXES = (".nrrd", ".mha", ".mhd", ".nhdr")
+IMAGE_SUFFIXES = NIFTI_SUFFIXES + ITK_SUFFIXES
+
+
+def strip_suffix(name: str) -> str:
+    """Case name without its image suffix (``case_01.nii.gz`` → ``case_01``)."""
+    for suffix in IMAGE_SUFFIXES:
+        if name.endswith(suffix):
+            return name[: -len(suffix)]
+    return name
+
+
+def is_image_file(path: Path) -> bool:
+    return path.is_file() and path.name.endswith(IMAGE_SUFFIXES)
+
+
+def read_volume(path: str | Path, header_only: bool = False) -> tuple[tuple[int, ...], np.ndarray, np.ndarray | None]:
+    """Read ``(shape, affine_ras, data)`` of an image; ``data`` is None with ``header_only``.
+
+    The affine maps voxel indices to RAS+ world millimetres for every format (ITK's LPS is converted).
+    Raises ``OSError`` / ``ValueError`` with the file name when the file cannot be read.
+    """
+    path = Path(path)
+    try:
+        if path.name.endswith(NIFTI_SUFFIXES):
+            img: Any = nib.load(str(path))
+            data = None if header_only else np.asanyarray(img.dataobj)
+            return tuple(int(s) for s in img.shape), np.asarray(img.affine, dtype=np.float64), data
+        return _read_itk(path, header_only)
+    except Exception as err:  # noqa: BLE001 - every reader error becomes one clear message
+        raise OSError(f"{path}: cannot read image ({type(err).__name__}: {err})") from err
+
+
+def _read_itk(path: Path, header_only: bool) -> tuple[tuple[int, ...], np.ndarray, np.ndarray | None]:
+    import SimpleITK as sitk
+
+    reader = sitk.ImageFileReader()
+    reader.SetFileName(str(path))
+    reader.ReadImageInformation()
+    size = tuple(int(s) for s in reader.GetSize())
+    spacing = np.asarray(reader.GetSpacing(), dtype=np.float64)
+    direction = np.asarray(reader.GetDirection(), dtype=np.float64).reshape(len(size), len(size))
+    origin = np.asarray(reader.GetOrigin(), dtype=np.float64)
+    n = len(size)
+    affine = np.eye(4)
+    affine[:n, :n] = direction * spacing[None, :]
+    affine[:n, 3] = origin
+    affine = np.diag([-1.0, -1.0, 1.0, 1.0]) @ affine  # LPS → RAS
+    data = None
+    if not header_only:
+        data = sitk.GetArrayFromImage(reader.Execute()).transpose(tuple(range(n))[::-1])
+    return size, affine, data
+
+
+def ras_spacing(affine: np.ndarray) -> np.ndarray:
+    """Voxel spacing along the R, A, S axes after reorientation to RAS (what ``Orientationd`` gives)."""
+    zooms = np.sqrt((affine[:3, :3] ** 2).sum(axis=0))
+    ornt = nib.orientations.io_orientation(affine)
+    out = np.empty(3)
+    for vox_axis, (world_axis, _) in enumerate(ornt):
+        out[int(world_axis)] = zooms[vox_axis]
+    return out
+
+
+def atomic_write_text(path: str | Path, text: str) -> None:
+    """Write text to ``path`` via a temporary file in the same folder and an atomic rename."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w") as fh:
+            fh.write(text)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def atomic_write_json(path: str | Path, obj: Any) -> None:
+    atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=False, default=_json_default) + "\n")
+
+
+def _json_default(obj: Any) -> Any:
+    if isinstance(obj, (np.integer, np.floating)):
+        return obj.item()
+    if isinstance(obj, np.ndarray):
+        return obj.tolist()
+    if isinstance(obj, Path):
+        return str(obj)
+    raise TypeError(f"not JSON serialisable: {type(obj).__name__}")

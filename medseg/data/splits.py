@@ -1,0 +1,110 @@
+"""Deterministic, seeded splits written once to ``splits.json``; an existing (user-edited) file wins."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from medseg.data.discovery import DatasetError
+from medseg.data.io import atomic_write_json
+
+
+def train_val_split(case_ids: list[str], val_fraction: float, seed: int) -> dict[str, list[str]]:
+    """Seeded split of the sorted case ids; at least one validation and one training case."""
+    ids = sorted(case_ids)
+    if len(ids) < 2:
+        raise DatasetError(f"need at least 2 cases to carve a validation split, found {len(ids)}")
+    n_val = min(max(1, int(round(val_fraction * len(ids)))), len(ids) - 1)
+    order = np.random.default_rng(seed).permutation(len(ids))
+    val = sorted(ids[i] for i in order[:n_val])
+    return {"train": [c for c in ids if c not in set(val)], "val": val}
+
+
+def load_or_create_split(path: Path, case_ids: list[str], val_fraction: float, seed: int) -> dict[str, list[str]]:
+    """Reuse ``path`` if it exists (validated against the dataset), else create and save a new split."""
+    if path.is_file():
+        split = json.loads(path.read_text())
+        validate_split(split, case_ids, path)
+        return split
+    split = train_val_split(case_ids, val_fraction, seed)
+    atomic_write_json(path, split)
+    return split
+
+
+def validate_split(split: dict, case_ids: list[str], path: Path) -> None:
+    """A split names only known cases, has non-empty train/val and no case in both."""
+    known = set(case_ids)
+    for key in ("train", "val"):
+        if not isinstance(split.get(key), list) or not split[key]:
+            raise DatasetError(f"{path}: '{key}' must be a non-empty list of case ids")
+        unknown = sorted(set(split[key]) - known)
+        if unknown:
+            raise DatasetError(f"{path}: '{key}' names unknown cases {unknown}")
+    both = sorted(set(split["train"]) & set(split["val"]))
+    if both:
+        raise DatasetError(f"{path}: cases {both} are in both 'train' and 'val'")
+
+
+def kfold_splits(case_ids: list[str], n_folds: int, seed: int, val_fraction: float) -> dict[str, Any]:
+    """Seeded K-fold over sorted case ids; each fold's validation cases are carved from its training part.
+
+    Model selection uses ``val`` only, so the ``test`` fold never influences the chosen checkpoint.
+    """
+    ids = sorted(case_ids)
+    if not 2 <= n_folds <= len(ids):
+        raise DatasetError(f"cv.folds={n_folds} needs 2 ≤ folds ≤ number of cases ({len(ids)})")
+    order = [ids[i] for i in np.random.default_rng(seed).permutation(len(ids))]
+    sizes = [len(ids) // n_folds + (1 if k < len(ids) % n_folds else 0) for k in range(n_folds)]
+    folds, start = [], 0
+    for k, size in enumerate(sizes):
+        test = sorted(order[start : start + size])
+        start += size
+        rest = [c for c in ids if c not in set(test)]
+        inner = train_val_split(rest, val_fraction, seed + 1 + k)
+        folds.append({"fold": k, "train": inner["train"], "val": inner["val"], "test": test})
+    return {"n_folds": n_folds, "seed": seed, "val_fraction": val_fraction, "folds": folds}
+
+
+def validate_cv_splits(splits: dict[str, Any], case_ids: list[str], path: Path) -> None:
+    """Every fold names known cases, non-empty train/val/test, disjoint within a fold; test folds are disjoint."""
+    folds = splits.get("folds")
+    if not isinstance(folds, list) or not folds:
+        raise DatasetError(f"{path}: expected a 'folds' list of {{train, val, test}} entries")
+    known, seen_test = set(case_ids), dict[str, int]()
+    for k, fold in enumerate(folds):
+        for key in ("train", "val", "test"):
+            if not isinstance(fold.get(key), list) or not fold[key]:
+                raise DatasetError(f"{path}: fold {k}: '{key}' must be a non-empty list of case ids")
+            unknown = sorted(set(fold[key]) - known)
+            if unknown:
+                raise DatasetError(f"{path}: fold {k}: '{key}' names unknown cases {unknown}")
+        for a, b in (("train", "val"), ("train", "test"), ("val", "test")):
+            both = sorted(set(fold[a]) & set(fold[b]))
+            if both:
+                raise DatasetError(f"{path}: fold {k}: cases {both} are in both '{a}' and '{b}'")
+        for case in fold["test"]:
+            if case in seen_test:
+                raise DatasetError(f"{path}: case {case!r} is in the test set of folds {seen_test[case]} and {k}")
+            seen_test[case] = k
+
+
+def load_or_create_cv_splits(path: Path, case_ids: list[str], n_folds: int, seed: int, val_fraction: float,
+                             user_file: str | Path | None = None) -> dict[str, Any]:
+    """A user split file (validated) wins, then an existing ``path``; otherwise a new seeded K-fold is saved."""
+    source = Path(user_file).expanduser() if user_file else path
+    if source.is_file():
+        try:
+            splits = json.loads(source.read_text())
+        except json.JSONDecodeError as err:
+            raise DatasetError(f"{source}: not valid JSON ({err})") from err
+        validate_cv_splits(splits, case_ids, source)
+    else:
+        if user_file:
+            raise DatasetError(f"cv.splits_file={user_file}: file not found")
+        splits = kfold_splits(case_ids, n_folds, seed, val_fraction)
+    if source != path or not path.is_file():
+        atomic_write_json(path, splits)
+    return splits

@@ -1,0 +1,78 @@
+"""MONAI transform pipelines shared by training, validation and prediction."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+from monai import transforms as T
+
+KEYS = ("image", "label")
+
+
+def intensity_stats(samples: Sequence[np.ndarray]) -> dict[str, float]:
+    """nnU-Net CT statistics over foreground samples: 0.5/99.5 percentiles, mean and std (after clipping)."""
+    values = np.concatenate([s.ravel() for s in samples]).astype(np.float64)
+    lo, hi = np.percentile(values, [0.5, 99.5])
+    clipped = np.clip(values, lo, hi)
+    return {"lo": float(lo), "hi": float(hi), "mean": float(clipped.mean()), "std": float(clipped.std() + 1e-8)}
+
+
+def _normalise(modality: str, stats: dict[str, float] | None) -> T.Transform:
+    if modality == "CT":
+        if stats is None:
+            raise ValueError("CT normalisation needs dataset intensity statistics")
+        lo, hi, mean, std = stats["lo"], stats["hi"], stats["mean"], stats["std"]
+        return T.ScaleIntensityRanged("image", lo, hi, (lo - mean) / std, (hi - mean) / std, clip=True)
+    return T.NormalizeIntensityd("image", channel_wise=True)
+
+
+def preprocess(spacing: Sequence[float], modality: str, stats: dict[str, float] | None, keys: Sequence[str] = KEYS,
+               crop_foreground: bool = True) -> list[T.Transform]:
+    """Deterministic part: load → channel first → RAS → resample → crop to non-zero → normalise."""
+    modes = ["bilinear", "nearest"][: len(keys)]
+    out: list[T.Transform] = [
+        T.LoadImaged(keys, ensure_channel_first=True, image_only=True),
+        T.EnsureTyped(keys, dtype=np.float32),
+        T.Orientationd(keys, axcodes="RAS", labels=(("L", "R"), ("P", "A"), ("I", "S"))),
+        T.Spacingd(keys, pixdim=tuple(spacing), mode=modes),
+    ]
+    if crop_foreground:
+        out.append(T.CropForegroundd(keys, source_key="image", select_fn=lambda x: x != 0, allow_smaller=True, margin=2))
+    out.append(_normalise(modality, stats))
+    return out
+
+
+def train_transforms(spacing: Sequence[float], modality: str, stats: dict[str, float] | None, patch: Sequence[int],
+                     samples_per_volume: int, pos_fraction: float, augment: dict[str, Any]) -> T.Compose:
+    """Preprocess, pad to the patch, foreground-oversampled patch sampling, flips/rotations/intensity augmentation.
+
+    A 2D patch is given as ``(H, W, 1)`` and squeezed to ``(H, W)`` after sampling.
+    """
+    is_2d = len(patch) == 3 and patch[-1] == 1
+    out = preprocess(spacing, modality, stats)
+    out += [
+        T.SpatialPadd(KEYS, spatial_size=tuple(patch)),
+        T.RandCropByPosNegLabeld(KEYS, "label", tuple(patch), pos=pos_fraction, neg=1.0 - pos_fraction,
+                                 num_samples=samples_per_volume, image_key="image", image_threshold=-np.inf),
+    ]
+    if is_2d:
+        out.append(T.SqueezeDimd(KEYS, dim=-1))
+    dims = 2 if is_2d else 3
+    if augment.get("flip", 0) > 0:
+        out += [T.RandFlipd(KEYS, prob=augment["flip"], spatial_axis=a) for a in range(dims)]
+    if augment.get("rotate90", 0) > 0 and patch[0] == patch[1]:
+        out.append(T.RandRotate90d(KEYS, prob=augment["rotate90"], spatial_axes=(0, 1)))
+    if augment.get("intensity", 0) > 0:
+        p = augment["intensity"]
+        out += [T.RandScaleIntensityd("image", 0.1, prob=p), T.RandShiftIntensityd("image", 0.1, prob=p)]
+    if augment.get("noise", 0) > 0:
+        out.append(T.RandGaussianNoised("image", prob=augment["noise"], std=0.05))
+    out.append(T.EnsureTyped(KEYS, track_meta=False))
+    return T.Compose(out)
+
+
+def val_transforms(spacing: Sequence[float], modality: str, stats: dict[str, float] | None) -> T.Compose:
+    """Preprocess whole volumes for validation (metrics in the resampled grid)."""
+    return T.Compose([*preprocess(spacing, modality, stats), T.EnsureTyped(KEYS, track_meta=False)])

@@ -1,0 +1,66 @@
+"""Writing label maps with the exact geometry of a reference image, atomically."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import nibabel as nib
+import numpy as np
+
+from medseg.data.io import NIFTI_SUFFIXES, strip_suffix
+
+
+def _suffix(name: str) -> str:
+    return name[len(strip_suffix(name)) :] or ".nii.gz"
+
+
+def write_like(data: np.ndarray, reference: str | Path, out_path: str | Path) -> Path:
+    """Write ``data`` (same shape as ``reference``) with the reference's affine/header (NIfTI) or origin/spacing/
+    direction (ITK formats), via a temporary file renamed into place. Never writes onto ``reference``."""
+    reference, out_path = Path(reference), Path(out_path)
+    if out_path.exists() and out_path.resolve() == reference.resolve():
+        raise ValueError(f"{out_path}: refusing to overwrite the input image")
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=out_path.parent, prefix=f".{out_path.name}.", suffix=_suffix(out_path.name))
+    os.close(fd)
+    try:
+        if out_path.name.endswith(NIFTI_SUFFIXES) and reference.name.endswith(NIFTI_SUFFIXES):
+            _write_nifti(data, reference, Path(tmp))
+        else:
+            _write_itk(data, reference, Path(tmp))
+        os.replace(tmp, out_path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return out_path
+
+
+def _write_nifti(data: np.ndarray, reference: Path, tmp: Path) -> None:
+    ref: Any = nib.load(str(reference))
+    if tuple(ref.shape[:3]) != tuple(data.shape):
+        raise ValueError(f"{reference}: prediction shape {data.shape} != input shape {tuple(ref.shape[:3])}")
+    header = ref.header.copy()
+    header.set_data_dtype(data.dtype)
+    img = nib.Nifti1Image(data, ref.affine, header=header)
+    qform, qcode = ref.header.get_qform(coded=True)
+    sform, scode = ref.header.get_sform(coded=True)
+    img.set_qform(qform if qcode else ref.affine, code=int(qcode))
+    img.set_sform(sform if scode else ref.affine, code=int(scode))
+    img.header.set_slope_inter(1.0, 0.0)
+    nib.save(img, str(tmp))
+
+
+def _write_itk(data: np.ndarray, reference: Path, tmp: Path) -> None:
+    import SimpleITK as sitk
+
+    reader = sitk.ImageFileReader()
+    reader.SetFileName(str(reference))
+    reader.ReadImageInformation()
+    out = sitk.GetImageFromArray(np.ascontiguousarray(data.transpose(2, 1, 0)))
+    out.SetOrigin(reader.GetOrigin())
+    out.SetSpacing(reader.GetSpacing())
+    out.SetDirection(reader.GetDirection())
+    sitk.WriteImage(out, str(tmp), useCompression=True)
