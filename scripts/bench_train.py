@@ -110,8 +110,13 @@ def _ours(variant: str, args: argparse.Namespace) -> nn.Module:
     from medseg.config import build, compose_config
 
     widths = "[" + ",".join(map(str, args.widths)) + "]"
-    overrides = [f"model/net={variant}", "model.net.spatial_dims=3", f"model.net.channels={widths}",
-                 f"data.num_classes={args.classes}", "data.in_channels=1"]
+    overrides = [
+        f"model/net={variant}",
+        "model.net.spatial_dims=3",
+        f"model.net.channels={widths}",
+        f"data.num_classes={args.classes}",
+        "data.in_channels=1",
+    ]
     return build(compose_config("train", overrides).model.net)
 
 
@@ -246,19 +251,49 @@ def bench_one(name: str, args: argparse.Namespace) -> dict[str, Any]:
         times.append(_timed(step, x, y, args.device))
     med = statistics.median(times)
     return {
-        "net": name, "config": desc, "params": sum(p.numel() for p in net.parameters()),
-        "median_s": med, "min_s": min(times), "max_s": max(times), "times_s": times,
-        "voxels_per_s": args.batch * args.patch**3 / med, "peak_mem_bytes": _mem_peak(args.device, mem0),
+        "net": name,
+        "config": desc,
+        "params": sum(p.numel() for p in net.parameters()),
+        "median_s": med,
+        "min_s": min(times),
+        "max_s": max(times),
+        "times_s": times,
+        "voxels_per_s": args.batch * args.patch**3 / med,
+        "peak_mem_bytes": _mem_peak(args.device, mem0),
         "peak_mem_kind": "cuda max_memory_allocated" if args.device == "cuda" else "RSS high-water growth",
         "final_loss": float(step.last_loss),  # type: ignore[attr-defined]
     }
 
 
 def _child_argv(args: argparse.Namespace, name: str, out: Path) -> list[str]:
-    argv = [sys.executable, str(Path(__file__).resolve()), "--device", args.device, "--widths", *map(str, args.widths),
-            "--batch", str(args.batch), "--patch", str(args.patch), "--classes", str(args.classes),
-            "--warmup", str(args.warmup), "--repeats", str(args.repeats), "--amp", args.amp,
-            "--seed", str(args.seed), "--nets", name, "--_single", name, "--json", str(out)]
+    argv = [
+        sys.executable,
+        str(Path(__file__).resolve()),
+        "--device",
+        args.device,
+        "--widths",
+        *map(str, args.widths),
+        "--batch",
+        str(args.batch),
+        "--patch",
+        str(args.patch),
+        "--classes",
+        str(args.classes),
+        "--warmup",
+        str(args.warmup),
+        "--repeats",
+        str(args.repeats),
+        "--amp",
+        args.amp,
+        "--seed",
+        str(args.seed),
+        "--nets",
+        name,
+        "--_single",
+        name,
+        "--json",
+        str(out),
+    ]
     return argv + (["--threads", str(args.threads)] if args.threads else [])
 
 
@@ -279,20 +314,38 @@ def machine_info(args: argparse.Namespace) -> dict[str, Any]:
 
     cpu = "unknown"
     with contextlib.suppress(OSError):
-        cpu = next((ln.split(":", 1)[1].strip() for ln in Path("/proc/cpuinfo").read_text().splitlines()
-                    if ln.startswith("model name")), platform.processor() or "unknown")
-    info = {"cpu": cpu, "torch_threads": torch.get_num_threads(), "torch": torch.__version__,
-            "monai": monai.__version__, "python": platform.python_version(), "platform": platform.platform()}
+        cpu = next(
+            (
+                ln.split(":", 1)[1].strip()
+                for ln in Path("/proc/cpuinfo").read_text().splitlines()
+                if ln.startswith("model name")
+            ),
+            platform.processor() or "unknown",
+        )
+    info = {
+        "cpu": cpu,
+        "torch_threads": torch.get_num_threads(),
+        "torch": torch.__version__,
+        "monai": monai.__version__,
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+    }
     if args.device == "cuda":
-        info |= {"gpu": torch.cuda.get_device_name(), "cuda": torch.version.cuda,
-                 "cudnn": torch.backends.cudnn.version()}
+        info |= {
+            "gpu": torch.cuda.get_device_name(),
+            "cuda": torch.version.cuda,
+            "cudnn": torch.backends.cudnn.version(),
+        }
     return info
 
 
 def ratios(results: dict[str, dict[str, Any]]) -> dict[str, float]:
     """Median-time ratios between the nets that ran."""
-    return {label: results[a]["median_s"] / results[b]["median_s"] for label, a, b in RATIOS
-            if a in results and b in results}
+    return {
+        label: results[a]["median_s"] / results[b]["median_s"]
+        for label, a, b in RATIOS
+        if a in results and b in results
+    }
 
 
 def _fmt_time(s: float) -> str:
@@ -327,12 +380,23 @@ def print_table(title: str, head: list[str], rows: list[list[str]]) -> None:
 def print_report(results: dict[str, dict[str, Any]], args: argparse.Namespace, machine: dict[str, Any]) -> None:
     """The results table, the configs used and the time ratios."""
     head = ["net", "params", "median", "min", "max", "Mvox/s", "peak mem"]
-    rows = [[r["net"], f"{r['params'] / 1e6:.2f}M", _fmt_time(r["median_s"]), _fmt_time(r["min_s"]),
-             _fmt_time(r["max_s"]), f"{r['voxels_per_s'] / 1e6:.3g}", _fmt_bytes(r["peak_mem_bytes"])]
-            for r in results.values()]
-    title = (f"train step, {args.device} ({machine.get('gpu', machine['cpu'])}, {machine['torch_threads']} threads), "
-             f"batch {args.batch} x 1 x {args.patch}^3, {args.classes} classes, amp {args.amp}, "
-             f"{args.warmup} warm-up + {args.repeats} repeats")
+    rows = [
+        [
+            r["net"],
+            f"{r['params'] / 1e6:.2f}M",
+            _fmt_time(r["median_s"]),
+            _fmt_time(r["min_s"]),
+            _fmt_time(r["max_s"]),
+            f"{r['voxels_per_s'] / 1e6:.3g}",
+            _fmt_bytes(r["peak_mem_bytes"]),
+        ]
+        for r in results.values()
+    ]
+    title = (
+        f"train step, {args.device} ({machine.get('gpu', machine['cpu'])}, {machine['torch_threads']} threads), "
+        f"batch {args.batch} x 1 x {args.patch}^3, {args.classes} classes, amp {args.amp}, "
+        f"{args.warmup} warm-up + {args.repeats} repeats"
+    )
     print_table(title, head, rows)
     for r in results.values():
         print(f"  {r['net']}: {r['config']}")

@@ -54,7 +54,9 @@ def check_dataset(spec: DatasetSpec, atol: float = 1e-3) -> tuple[dict[str, Case
         for case_id, info in infos.items():
             unknown = sorted(info.label_values - set(spec.labels))
             if unknown:
-                problems.append(Problem(case_id, "label", f"label values {unknown} not declared in dataset.json labels"))
+                problems.append(
+                    Problem(case_id, "label", f"label values {unknown} not declared in dataset.json labels")
+                )
     return infos, problems
 
 
@@ -93,8 +95,16 @@ def check_case(case: dict[str, Any], atol: float = 1e-3) -> tuple[CaseInfo | Non
     return _case_info(ref_data, ref_affine, lab[2]), problems
 
 
-def _check_image(cid: str, path: str, shape: tuple, affine: np.ndarray, data: Any, ref_shape: tuple,
-                 ref_affine: np.ndarray, atol: float) -> list[Problem]:
+def _check_image(
+    cid: str,
+    path: str,
+    shape: tuple,
+    affine: np.ndarray,
+    data: Any,
+    ref_shape: tuple,
+    ref_affine: np.ndarray,
+    atol: float,
+) -> list[Problem]:
     out = []
     if len(shape) != 3:
         out.append(Problem(cid, path, f"expected a 3D image, got shape {shape}"))
@@ -111,7 +121,9 @@ def _check_image(cid: str, path: str, shape: tuple, affine: np.ndarray, data: An
     return out
 
 
-def _check_label(cid: str, path: str, lab: tuple, ref_shape: tuple, ref_affine: np.ndarray, atol: float) -> list[Problem]:
+def _check_label(
+    cid: str, path: str, lab: tuple, ref_shape: tuple, ref_affine: np.ndarray, atol: float
+) -> list[Problem]:
     shape, affine, data = lab
     out = []
     if tuple(shape) != tuple(ref_shape):

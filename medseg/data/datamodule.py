@@ -73,7 +73,8 @@ class SegDataModule(L.LightningDataModule):
             raise ValueError(f"data.patch_size must have 3 entries (data.patch_size_2d 2), got {self.patch}")
         if batch_size < 1 or samples_per_volume < 1 or batch_size % samples_per_volume:
             raise ValueError(
-                f"data.batch_size={batch_size} must be a positive multiple of data.samples_per_volume={samples_per_volume}"
+                f"data.batch_size={batch_size} must be a positive multiple of "
+                f"data.samples_per_volume={samples_per_volume}"
             )
         self.batch_size, self.samples_per_volume, self.pos_fraction = batch_size, samples_per_volume, pos_fraction
         self.val_fraction, self.seed, self.num_workers, self.cache = val_fraction, seed, num_workers, cache
@@ -119,8 +120,15 @@ class SegDataModule(L.LightningDataModule):
         train_ids = set(self.split["train"])
         if self.modality == "CT":
             self.stats = intensity_stats([i.fg_sample for k, i in infos.items() if k in train_ids])
-        return {"layout": spec.layout, "cases": len(spec.cases), "spacing": self.spacing, "modality": self.modality,
-                "num_classes": self.num_classes, "in_channels": self.in_channels, "intensity_stats": self.stats}
+        return {
+            "layout": spec.layout,
+            "cases": len(spec.cases),
+            "spacing": self.spacing,
+            "modality": self.modality,
+            "num_classes": self.num_classes,
+            "in_channels": self.in_channels,
+            "intensity_stats": self.stats,
+        }
 
     def _items(self, ids: list[str]) -> list[dict[str, Any]]:
         assert self.spec is not None, "call prepare_dataset() first"
@@ -129,16 +137,31 @@ class SegDataModule(L.LightningDataModule):
 
     def setup(self, stage: str | None = None) -> None:
         assert self.spacing is not None
-        t_train = train_transforms(self.spacing, self.modality, self.stats, self.patch, self.samples_per_volume,
-                                   self.pos_fraction, self.augment)
+        t_train = train_transforms(
+            self.spacing,
+            self.modality,
+            self.stats,
+            self.patch,
+            self.samples_per_volume,
+            self.pos_fraction,
+            self.augment,
+        )
         t_val = val_transforms(self.spacing, self.modality, self.stats)
-        make = (lambda d, t: CacheDataset(d, t, num_workers=self.num_workers, progress=False)) if self.cache else Dataset
+        make = (
+            (lambda d, t: CacheDataset(d, t, num_workers=self.num_workers, progress=False)) if self.cache else Dataset
+        )
         self.train_ds = make(self._items(self.split["train"]), t_train)
         self.val_ds = make(self._items(self.split["val"]), t_val)
 
     def train_dataloader(self) -> DataLoader:
-        return DataLoader(self.train_ds, batch_size=self.batch_size // self.samples_per_volume, shuffle=True, num_workers=self.num_workers,
-                          persistent_workers=self.num_workers > 0, drop_last=False)
+        return DataLoader(
+            self.train_ds,
+            batch_size=self.batch_size // self.samples_per_volume,
+            shuffle=True,
+            num_workers=self.num_workers,
+            persistent_workers=self.num_workers > 0,
+            drop_last=False,
+        )
 
     def val_dataloader(self) -> DataLoader:
         return DataLoader(self.val_ds, batch_size=1, num_workers=0)

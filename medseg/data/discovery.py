@@ -123,7 +123,9 @@ def parse_labels(meta: dict[str, Any]) -> dict[int, str]:
         elif str(key).lstrip("-").isdigit():
             out[int(key)] = str(value)
         else:
-            raise DatasetError(f"dataset.json: label entry {key!r}: {value!r} is neither 'value: name' nor 'name: value'")
+            raise DatasetError(
+                f"dataset.json: label entry {key!r}: {value!r} is neither 'value: name' nor 'name: value'"
+            )
     return out
 
 

@@ -91,8 +91,9 @@ def validate_cv_splits(splits: dict[str, Any], case_ids: list[str], path: Path) 
             seen_test[case] = k
 
 
-def load_or_create_cv_splits(path: Path, case_ids: list[str], n_folds: int, seed: int, val_fraction: float,
-                             user_file: str | Path | None = None) -> dict[str, Any]:
+def load_or_create_cv_splits(
+    path: Path, case_ids: list[str], n_folds: int, seed: int, val_fraction: float, user_file: str | Path | None = None
+) -> dict[str, Any]:
     """A user split file (validated) wins, then an existing ``path``; otherwise a new seeded K-fold is saved."""
     source = Path(user_file).expanduser() if user_file else path
     if source.is_file():

@@ -18,7 +18,9 @@ import numpy as np
 DEMO_LABELS = {"0": "background", "1": "organ", "2": "lesion"}
 
 
-def random_affine(rng: np.random.Generator, fov_mm: float, spacing_range: tuple[float, float]) -> tuple[np.ndarray, tuple]:
+def random_affine(
+    rng: np.random.Generator, fov_mm: float, spacing_range: tuple[float, float]
+) -> tuple[np.ndarray, tuple]:
     """A random voxel→world affine centred on the origin (permuted/flipped axes, small obliquity) and its shape."""
     spacing = rng.uniform(*spacing_range, size=3)
     shape = tuple(int(round(fov_mm / s)) for s in spacing)
@@ -45,8 +47,9 @@ def _ellipsoid(xyz: np.ndarray, centre: np.ndarray, radii: np.ndarray) -> np.nda
     return np.sqrt((((xyz - centre[:, None, None, None]) / radii[:, None, None, None]) ** 2).sum(0))
 
 
-def synth_case(rng: np.random.Generator, fov_mm: float = 96.0, spacing_range: tuple[float, float] = (1.2, 2.2),
-               noise: float = 0.12) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def synth_case(
+    rng: np.random.Generator, fov_mm: float = 96.0, spacing_range: tuple[float, float] = (1.2, 2.2), noise: float = 0.12
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """One demo case: ``(image float32, label uint8, affine)``."""
     affine, shape = random_affine(rng, fov_mm, spacing_range)
     xyz = world_grid(affine, shape)

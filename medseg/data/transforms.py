@@ -28,8 +28,13 @@ def _normalise(modality: str, stats: dict[str, float] | None) -> T.Transform:
     return T.NormalizeIntensityd("image", channel_wise=True)
 
 
-def preprocess(spacing: Sequence[float], modality: str, stats: dict[str, float] | None, keys: Sequence[str] = KEYS,
-               crop_foreground: bool = True) -> list[T.Transform]:
+def preprocess(
+    spacing: Sequence[float],
+    modality: str,
+    stats: dict[str, float] | None,
+    keys: Sequence[str] = KEYS,
+    crop_foreground: bool = True,
+) -> list[T.Transform]:
     """Deterministic part: load → channel first → RAS → resample → crop to non-zero → normalise."""
     modes = ["bilinear", "nearest"][: len(keys)]
     out: list[T.Transform] = [
@@ -39,13 +44,22 @@ def preprocess(spacing: Sequence[float], modality: str, stats: dict[str, float] 
         T.Spacingd(keys, pixdim=tuple(spacing), mode=modes),
     ]
     if crop_foreground:
-        out.append(T.CropForegroundd(keys, source_key="image", select_fn=lambda x: x != 0, allow_smaller=True, margin=2))
+        out.append(
+            T.CropForegroundd(keys, source_key="image", select_fn=lambda x: x != 0, allow_smaller=True, margin=2)
+        )
     out.append(_normalise(modality, stats))
     return out
 
 
-def train_transforms(spacing: Sequence[float], modality: str, stats: dict[str, float] | None, patch: Sequence[int],
-                     samples_per_volume: int, pos_fraction: float, augment: dict[str, Any]) -> T.Compose:
+def train_transforms(
+    spacing: Sequence[float],
+    modality: str,
+    stats: dict[str, float] | None,
+    patch: Sequence[int],
+    samples_per_volume: int,
+    pos_fraction: float,
+    augment: dict[str, Any],
+) -> T.Compose:
     """Preprocess, pad to the patch, foreground-oversampled patch sampling, flips/rotations/intensity augmentation.
 
     A 2D patch is given as ``(H, W, 1)`` and squeezed to ``(H, W)`` after sampling.
@@ -54,8 +68,16 @@ def train_transforms(spacing: Sequence[float], modality: str, stats: dict[str, f
     out = preprocess(spacing, modality, stats)
     out += [
         T.SpatialPadd(KEYS, spatial_size=tuple(patch)),
-        T.RandCropByPosNegLabeld(KEYS, "label", tuple(patch), pos=pos_fraction, neg=1.0 - pos_fraction,
-                                 num_samples=samples_per_volume, image_key="image", image_threshold=-np.inf),
+        T.RandCropByPosNegLabeld(
+            KEYS,
+            "label",
+            tuple(patch),
+            pos=pos_fraction,
+            neg=1.0 - pos_fraction,
+            num_samples=samples_per_volume,
+            image_key="image",
+            image_threshold=-np.inf,
+        ),
     ]
     if is_2d:
         out.append(T.SqueezeDimd(KEYS, dim=-1))
