@@ -18,7 +18,7 @@ commands:
   train       train one model                          medseg train [model/net=unet] [data=nifti data.root=PATH] ...
   cv          k-fold cross-validation                   medseg cv cv.folds=5 [...]; medseg cv aggregate RUN_DIR
   turbolift   sequential training across tasks          (planned)
-  predict     segment NIfTI/NRRD/MHA volumes            (planned)
+  predict     segment NIfTI/NRRD/MHA volumes            medseg predict -m RUN_DIR -i FILE_OR_DIR -o OUT_DIR
   evaluate    metrics of predictions vs labels          medseg evaluate -p PRED_DIR -l LABEL_DIR [-o OUT_JSON]
   compare     paired test between two runs              medseg compare RUN_A RUN_B [--metric dice_mean]
   check-data  validate a dataset                        (planned)
@@ -96,6 +96,15 @@ def _compare_command(args: list[str]) -> None:
         raise SystemExit(code)
 
 
+def run_predict_command(args: list[str]) -> int:
+    """``medseg predict -m RUN_DIR -i FILE_OR_DIR -o OUT_DIR [...]``."""
+    from medseg.inference.cli import run_predict
+    from medseg.quiet import quiet_third_party
+
+    quiet_third_party()
+    return run_predict(args)
+
+
 def main(argv: list[str] | None = None) -> None:
     """Entry point of the ``medseg`` command."""
     args = list(sys.argv[1:] if argv is None else argv)
@@ -115,7 +124,11 @@ def main(argv: list[str] | None = None) -> None:
         _evaluate_command(rest)
     elif command == "compare":
         _compare_command(rest)
-    elif command in ("turbolift", "predict", "check-data", "export"):
+    elif command == "predict":
+        code = run_predict_command(rest)
+        if code:
+            raise SystemExit(code)
+    elif command in ("turbolift", "check-data", "export"):
         console.print(f"medseg {command}: planned, not built yet (see the README's CLI contract)")
         raise SystemExit(2)
     else:

@@ -7,6 +7,7 @@ reorientation of the softmax probabilities (linear interpolation) before the arg
 from __future__ import annotations
 
 import json
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +18,20 @@ from monai.data import MetaTensor
 from omegaconf import OmegaConf
 
 from medseg.config import build, check_targets
+from medseg.data.io import NIFTI_SUFFIXES, read_volume, strip_suffix
 from medseg.data.transforms import preprocess
+
+
+def as_nifti(path: str, tmp_dir: Path) -> str:
+    """``path`` itself if it is NIfTI, else a NIfTI copy (same voxels, RAS affine) in ``tmp_dir``."""
+    if path.endswith(NIFTI_SUFFIXES):
+        return path
+    import nibabel as nib
+
+    _, affine, data = read_volume(path)
+    out = tmp_dir / f"{strip_suffix(Path(path).name)}.nii.gz"
+    nib.save(nib.Nifti1Image(np.asarray(data), affine), str(out))
+    return str(out)
 
 
 class Predictor:
@@ -78,8 +92,22 @@ class Predictor:
         return total / (len(self.modules) * len(flips))
 
     def predict(self, image_paths: list[str]) -> tuple[np.ndarray, np.ndarray]:
-        """Label map (uint8/uint16) on the grid of the first input file, and the probabilities on that grid."""
-        data = self.pre({"image": image_paths})
+        """Label map (uint8/uint16) on the grid of the first input file, and the probabilities on that grid.
+
+        NRRD/MHA/MHD inputs are converted to a temporary NIfTI (RAS affine from the ITK header) first.
+        """
+        with tempfile.TemporaryDirectory(prefix="medseg-") as tmp:
+            paths = [as_nifti(p, Path(tmp)) for p in image_paths]
+            try:
+                data = self.pre({"image": paths})
+            except Exception as err:  # MONAI wraps reader errors; report the root cause with the file name
+                cause: BaseException = err
+                while cause.__cause__ is not None:
+                    cause = cause.__cause__
+                raise ValueError(f"{image_paths[0]}: cannot load ({type(cause).__name__}: {cause})") from err
+        return self._predict_loaded(data)
+
+    def _predict_loaded(self, data: dict[str, Any]) -> tuple[np.ndarray, np.ndarray]:
         image = data["image"]  # MetaTensor (C, H, W, D) in the network's space
         probs = self.probabilities(image.as_tensor()[None].float())[0].cpu()  # (K, H, W, D)
         data["pred"] = MetaTensor(probs, meta=image.meta, applied_operations=image.applied_operations)

@@ -1,0 +1,114 @@
+"""``medseg predict``: segment files or folders with a trained run, a CV ensemble or a Turbolift run."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from rich.console import Console
+from rich.markup import escape
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from medseg.data.io import atomic_write_json, strip_suffix
+from medseg.inference.cases import list_cases, resolve_runs
+
+console = Console(stderr=True)
+
+
+def predict_parser() -> argparse.ArgumentParser:
+    """Options of ``medseg predict``."""
+    p = argparse.ArgumentParser(prog="medseg predict", description="Segment volumes; outputs overlay the inputs.")
+    p.add_argument("-m", "--model", required=True, metavar="RUN_DIR", help="train run, CV run or Turbolift run")
+    p.add_argument("-i", "--input", required=True, metavar="FILE_OR_DIR", help="image file or folder")
+    p.add_argument("-o", "--output", required=True, metavar="OUT_DIR", help="output folder (not the input folder)")
+    p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default cpu)")
+    p.add_argument("--tta", action=argparse.BooleanOptionalAction, default=False, help="mirroring TTA (default off)")
+    p.add_argument("--folds", type=int, nargs="+", default=None, help="CV folds to ensemble (default all)")
+    p.add_argument("--checkpoint", choices=["best", "last"], default="best")
+    p.add_argument("--save-probabilities", action="store_true", help="also write <case>_probabilities.npz")
+    p.add_argument("--format", default=None, help="output suffix, e.g. nii.gz (default: the input's)")
+    p.add_argument("--lcc", action="store_true", help="keep the largest connected component of each class")
+    p.add_argument("--overwrite", action="store_true", help="replace existing outputs (default: skip them)")
+    p.add_argument("--trust", action="store_true", help="allow config targets outside medseg/monai/torch/lightning")
+    return p
+
+
+def _out_name(case: str, first_input: str, fmt: str | None) -> str:
+    suffix = "." + fmt.lstrip(".") if fmt else Path(first_input).name[len(strip_suffix(Path(first_input).name)) :]
+    return case + suffix
+
+
+def _postprocess(labels: np.ndarray, num_classes: int) -> np.ndarray:
+    import torch
+    from monai.transforms import KeepLargestConnectedComponent
+
+    keep = KeepLargestConnectedComponent(applied_labels=list(range(1, num_classes)), independent=True)
+    return np.asarray(keep(torch.as_tensor(labels)[None])[0]).astype(labels.dtype)
+
+
+def _predict_case(predictor: Any, case: str, files: list[str], out: Path, args: argparse.Namespace) -> str:
+    from medseg.inference.writer import write_like
+
+    start = time.time()
+    labels, probs = predictor.predict(files)
+    if args.lcc:
+        labels = _postprocess(labels, predictor.num_classes)
+    write_like(labels, files[0], out)
+    if args.save_probabilities:
+        tmp = out.parent / f".{case}_probabilities.tmp.npz"
+        np.savez_compressed(tmp, probabilities=probs.astype(np.float16))
+        tmp.replace(out.parent / f"{case}_probabilities.npz")
+    return f"{time.time() - start:.1f} s"
+
+
+def run_predict(argv: list[str]) -> int:
+    """Run ``medseg predict``; returns the exit code (1 if any case failed)."""
+    from medseg.inference.predictor import Predictor
+
+    args = predict_parser().parse_args(argv)
+    try:
+        runs = resolve_runs(args.model, args.folds)
+        out_dir = Path(args.output).expanduser().resolve()
+        inp = Path(args.input).expanduser().resolve()
+        if out_dir == (inp if inp.is_dir() else inp.parent):
+            raise ValueError(f"-o {out_dir}: refusing to write into the input folder")
+        predictor = Predictor(runs, device=args.device, checkpoint=args.checkpoint, tta=args.tta, trust=args.trust)
+        in_channels = int(json.loads((runs[0] / "preprocessing.json").read_text())["in_channels"])
+        cases, rejected = list_cases(inp, in_channels)
+    except (ValueError, OSError) as err:
+        console.print(f"[bold red]medseg predict: error:[/] {escape(str(err))}")
+        return 1
+    out_dir.mkdir(parents=True, exist_ok=True)
+    results: dict[str, str] = {f: "skipped: cannot group into channels" for f in rejected}
+    failed = len(rejected)
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
+    with Progress(*columns, console=console) as progress:
+        task = progress.add_task(f"predicting ({len(runs)} model(s))", total=len(cases))
+        for case, files in cases:
+            out = out_dir / _out_name(case, files[0], args.format)
+            try:
+                if out.exists() and not args.overwrite:
+                    results[case] = "exists (skipped; --overwrite to redo)"
+                else:
+                    results[case] = "ok " + _predict_case(predictor, case, files, out, args)
+            except Exception as err:  # noqa: BLE001 - one bad case must not stop the batch
+                results[case] = f"FAILED: {type(err).__name__}: {err}"
+                failed += 1
+            progress.advance(task)
+    _summary(results, out_dir, runs)
+    return 1 if failed else 0
+
+
+def _summary(results: dict[str, str], out_dir: Path, runs: list[Path]) -> None:
+    table = Table(title=f"medseg predict → {out_dir}")
+    table.add_column("case")
+    table.add_column("result")
+    for case, status in results.items():
+        table.add_row(escape(case), escape(status) if status.startswith("ok") else f"[red]{escape(status)}[/]")
+    Console().print(table)
+    atomic_write_json(out_dir / "predict_summary.json", {"models": [str(r) for r in runs], "cases": results})
