@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import tempfile
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -47,7 +48,7 @@ class Predictor:
 
     def __init__(
         self,
-        run_dirs: list[str | Path],
+        run_dirs: Sequence[str | Path],
         device: str = "cpu",
         checkpoint: str = "best",
         tta: bool = False,
@@ -107,7 +108,7 @@ class Predictor:
                 raise ValueError(f"{image_paths[0]}: cannot load ({type(cause).__name__}: {cause})") from err
         return self._predict_loaded(data)
 
-    def _predict_loaded(self, data: dict[str, Any]) -> tuple[np.ndarray, np.ndarray]:
+    def _predict_loaded(self, data: Any) -> tuple[np.ndarray, np.ndarray]:
         image = data["image"]  # MetaTensor (C, H, W, D) in the network's space
         probs = self.probabilities(image.as_tensor()[None].float())[0].cpu()  # (K, H, W, D)
         data["pred"] = MetaTensor(probs, meta=image.meta, applied_operations=image.applied_operations)
