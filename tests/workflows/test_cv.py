@@ -1,0 +1,135 @@
+"""Cross-validation: seeded K-fold splits, user split validation, the cv workflow end to end, resume, aggregation."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from medseg.config import compose_config
+from medseg.data.discovery import DatasetError
+from medseg.data.splits import kfold_splits, load_or_create_cv_splits, validate_cv_splits
+from medseg.workflows.cv import aggregate, cross_validate
+
+IDS = [f"case_{i:03d}" for i in range(11)]
+
+
+def _duplicate_test_case(splits: dict) -> None:
+    case = splits["folds"][0]["test"][0]
+    fold = splits["folds"][1]
+    fold["train"] = [c for c in fold["train"] if c != case]
+    fold["val"] = [c for c in fold["val"] if c != case]
+    fold["test"].append(case)
+
+
+def test_kfold_is_deterministic_and_partitions_cases():
+    a = kfold_splits(IDS, 3, seed=7, val_fraction=0.25)
+    assert a == kfold_splits(list(reversed(IDS)), 3, seed=7, val_fraction=0.25)  # order of discovery is irrelevant
+    assert a != kfold_splits(IDS, 3, seed=8, val_fraction=0.25)
+    tests = [c for f in a["folds"] for c in f["test"]]
+    assert sorted(tests) == IDS  # test folds partition the cases
+    assert sorted(len(f["test"]) for f in a["folds"]) == [3, 4, 4]
+    for fold in a["folds"]:
+        assert not set(fold["val"]) & set(fold["test"])
+        assert not set(fold["train"]) & set(fold["test"])
+        assert not set(fold["train"]) & set(fold["val"])
+        assert sorted(fold["train"] + fold["val"] + fold["test"]) == IDS
+        assert fold["val"]
+
+
+@pytest.mark.parametrize(
+    ("mutate", "message"),
+    [
+        (lambda s: s["folds"][0]["val"].append(s["folds"][0]["test"][0]), "in both 'val' and 'test'"),
+        (lambda s: s["folds"][1]["test"].append("nobody"), "unknown cases ['nobody']"),
+        (_duplicate_test_case, "is in the test set of folds 0 and 1"),
+        (lambda s: s["folds"][2].pop("val"), "'val' must be a non-empty list"),
+        (lambda s: s.pop("folds"), "expected a 'folds' list"),
+    ],
+)
+def test_user_split_validation(tmp_path, mutate, message):
+    splits = kfold_splits(IDS, 3, seed=1, val_fraction=0.25)
+    mutate(splits)
+    path = tmp_path / "my_splits.json"
+    path.write_text(json.dumps(splits))
+    with pytest.raises(DatasetError, match=message.replace("[", r"\[").replace("]", r"\]").replace("(", r"\(")):
+        load_or_create_cv_splits(tmp_path / "run_splits.json", IDS, 3, 1, 0.25, user_file=path)
+    assert not (tmp_path / "run_splits.json").exists()
+
+
+def test_user_split_file_wins_and_is_copied(tmp_path):
+    splits = kfold_splits(IDS, 2, seed=3, val_fraction=0.3)
+    path = tmp_path / "mine.json"
+    path.write_text(json.dumps(splits))
+    got = load_or_create_cv_splits(tmp_path / "splits.json", IDS, 5, 99, 0.1, user_file=path)
+    assert got == splits
+    assert json.loads((tmp_path / "splits.json").read_text()) == splits
+    validate_cv_splits(got, IDS, path)
+
+
+def _overrides(root: Path, epochs: int = 8) -> list[str]:
+    return [
+        "data=nifti",
+        f"data.root={root}",
+        "model/net=unet",
+        "model.net.channels=[8,16,32]",
+        "data.patch_size=[16,16,16]",
+        "data.spacing=[2.0,2.0,2.0]",
+        "data.val_fraction=0.34",
+        "data.num_workers=0",
+        f"trainer.max_epochs={epochs}",
+        "trainer.check_val_every_n_epoch=2",
+        "callbacks.progress_bar=null",
+        "+trainer.enable_progress_bar=false",
+        "cv.folds=2",
+    ]
+
+
+def test_cv_end_to_end_resume_and_aggregate(tmp_path, msd_dataset_factory):
+    data = msd_dataset_factory(tmp_path / "data", n_cases=8, fov_mm=48.0, seed=1)
+    run = tmp_path / "cv"
+    summary = cross_validate(compose_config("cv", _overrides(data), run_dir=run))
+
+    splits = json.loads((run / "splits.json").read_text())
+    assert sorted(c for f in splits["folds"] for c in f["test"]) == [f"case_{i:03d}" for i in range(8)]
+    for key in ("folds", "per_case", "dice_mean", "dice_std", "dice_case_mean", "dice_case_std", "hd95_mean"):
+        assert key in summary
+    assert len(summary["per_case"]) == 8 and len(summary["folds"]) == 2
+    for k, fold in enumerate(splits["folds"]):
+        rows = [r for r in summary["per_case"] if r["fold"] == k]
+        assert sorted(r["case"] for r in rows) == sorted(fold["test"])
+        for case in fold["test"]:  # predictions overlay the input: same shape and affine
+            assert (run / f"fold_{k}" / "predictions" / f"{case}.nii.gz").is_file()
+    assert summary["dice_case_mean"] > 0.5, summary["dice_case_mean"]  # trained, not chance
+    for name in ("cv_summary.json", "per_case.csv", "per_case_dice.png", "report.md"):
+        assert (run / name).stat().st_size > 0
+
+    # resume: fold 0 finished stays untouched; an unfinished fold 1 is trained again from its last.ckpt
+    stamp = (run / "fold_0" / "checkpoints" / "last.ckpt").stat().st_mtime_ns
+    (run / "fold_1" / "test_metrics.json").unlink()
+    again = cross_validate(compose_config("cv", _overrides(data), run_dir=run))
+    assert (run / "fold_0" / "checkpoints" / "last.ckpt").stat().st_mtime_ns == stamp
+    assert (run / "fold_1" / "test_metrics.json").is_file()
+    assert again["n_cases"] == 8
+
+    # aggregate whatever finished
+    (run / "fold_1" / "test_metrics.json").unlink()
+    partial = aggregate(run)
+    assert partial["n_folds"] == 1 and partial["n_cases"] == len(splits["folds"][0]["test"])
+
+
+def test_ddp_two_cpu_processes(tmp_path, msd_dataset_factory):
+    """``trainer=ddp`` with two gloo processes on the CPU trains and writes one metrics.json."""
+    data = msd_dataset_factory(tmp_path / "data", n_cases=6, fov_mm=40.0, seed=2)
+    run = tmp_path / "ddp"
+    overrides = [o for o in _overrides(data, epochs=2) if not o.startswith("cv.")]
+    cmd = [sys.executable, "-m", "medseg.cli", "train", "trainer=ddp", "trainer.accelerator=cpu", "trainer.devices=2",
+           "trainer.sync_batchnorm=false", f"hydra.run.dir={run}", *overrides]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env=env, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert metrics["epochs"] == 2
+    assert "distributed_backend=gloo" in proc.stdout + proc.stderr or "gloo" in (proc.stdout + proc.stderr).lower()
