@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import os
 import sys
 from collections.abc import Callable
@@ -17,12 +18,12 @@ USAGE = """usage: medseg <command> [options] [key=value ...]
 commands:
   train       train one model                          medseg train [model/net=unet] [data=nifti data.root=PATH] ...
   cv          k-fold cross-validation                   medseg cv cv.folds=5 [...]; medseg cv aggregate RUN_DIR
-  turbolift   sequential training across tasks          (planned)
+  turbolift   sequential training across tasks          medseg turbolift [stages=...] [key=value ...]
   predict     segment NIfTI/NRRD/MHA volumes            medseg predict -m RUN_DIR -i FILE_OR_DIR -o OUT_DIR
   evaluate    metrics of predictions vs labels          medseg evaluate -p PRED_DIR -l LABEL_DIR [-o OUT_JSON]
   compare     paired test between two runs              medseg compare RUN_A RUN_B [--metric dice_mean]
-  check-data  validate a dataset                        (planned)
-  export      ONNX / TorchScript export                 (planned)
+  check-data  validate a dataset, list every problem   medseg check-data data.root=PATH [--json] [-o REPORT.json]
+  export      ONNX / TorchScript export + parity check  medseg export -m RUN_DIR --format onnx|torchscript [-o FILE]
 
 Hydra options work after the command: --cfg job, --help, -m (multirun), --config-dir DIR, hydra.run.dir=PATH.
 """
@@ -32,7 +33,12 @@ def _hydra_command(config_name: str, task: Callable[[Any], Any], args: list[str]
     import hydra
 
     from medseg.config import config_dir
+    from medseg.validate import check_creatable
 
+    for arg in args:  # an unwritable run dir: one clear line now rather than Hydra's traceback later
+        key, sep, value = arg.partition("=")
+        if sep and key in ("hydra.run.dir", "hydra.sweep.dir"):
+            _guarded(config_name, functools.partial(check_creatable, value, key))
     # Keep argv[0] (Lightning's DDP launcher re-runs it for ranks > 0) and remember the command for those ranks.
     os.environ["MEDSEG_COMMAND"] = config_name
     sys.argv = [sys.argv[0], *args]
@@ -45,10 +51,15 @@ def _guarded(name: str, fn: Callable[[], Any]) -> Any:
     from medseg.quiet import quiet_third_party
 
     quiet_third_party()
+    known = (DatasetError, ValueError, FloatingPointError, OSError)
     try:
         return fn()
-    except (DatasetError, ValueError, FloatingPointError, OSError) as err:
-        console.print(f"[bold red]medseg {name}: error:[/] {escape(str(err))}")
+    except Exception as err:
+        # Hydra wraps a constructor's error (e.g. "data.spacing must be ...") in an InstantiationException
+        cause = err.__cause__ if type(err).__name__ == "InstantiationException" else err
+        if not isinstance(cause, known):
+            raise
+        console.print(f"[bold red]medseg {name}: error:[/] {escape(str(cause))}")
         raise SystemExit(1) from None
 
 
@@ -66,6 +77,14 @@ def _cv_task(cfg: Any) -> None:
 
     summary = _guarded("cv", lambda: cross_validate(cfg))
     print_cv_summary(summary, cfg.paths.output_dir)
+
+
+def _turbolift_task(cfg: Any) -> None:
+    from medseg.report import print_turbolift_summary
+    from medseg.workflows.turbolift import turbolift
+
+    summary = _guarded("turbolift", lambda: turbolift(cfg))
+    print_turbolift_summary(summary, cfg.paths.output_dir)
 
 
 def _cv_aggregate(args: list[str]) -> None:
@@ -96,6 +115,15 @@ def _compare_command(args: list[str]) -> None:
         raise SystemExit(code)
 
 
+def _check_data_command(args: list[str]) -> None:
+    """``medseg check-data data.root=PATH [--json] [-o REPORT.json] [--atol A]``: exit 1 when any error is found."""
+    from medseg.workflows.check_data import run_check_data
+
+    code = _guarded("check-data", lambda: run_check_data(args))
+    if code:
+        raise SystemExit(code)
+
+
 def run_predict_command(args: list[str]) -> int:
     """``medseg predict -m RUN_DIR -i FILE_OR_DIR -o OUT_DIR [...]``."""
     from medseg.inference.cli import run_predict
@@ -103,6 +131,15 @@ def run_predict_command(args: list[str]) -> int:
 
     quiet_third_party()
     return run_predict(args)
+
+
+def run_export_command(args: list[str]) -> int:
+    """``medseg export -m RUN_DIR --format onnx|torchscript [-o FILE]``."""
+    from medseg.export import run_export
+    from medseg.quiet import quiet_third_party
+
+    quiet_third_party()
+    return run_export(args)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -128,9 +165,14 @@ def main(argv: list[str] | None = None) -> None:
         code = run_predict_command(rest)
         if code:
             raise SystemExit(code)
-    elif command in ("turbolift", "check-data", "export"):
-        console.print(f"medseg {command}: planned, not built yet (see the README's CLI contract)")
-        raise SystemExit(2)
+    elif command == "check-data":
+        _check_data_command(rest)
+    elif command == "turbolift":
+        _hydra_command("turbolift", _turbolift_task, rest)
+    elif command == "export":
+        code = run_export_command(rest)
+        if code:
+            raise SystemExit(code)
     else:
         console.print(f"[red]unknown command {escape(command)!r}[/]\n{escape(USAGE)}")
         raise SystemExit(2)

@@ -42,3 +42,30 @@ def print_cv_summary(summary: dict[str, Any], run_dir: str) -> None:
         f"{summary['dice_case_mean']:.4f} ± {summary['dice_case_std']:.4f}\n"
         f"run dir: {run_dir}  (splits.json, fold_<k>/, cv_summary.json, per_case.csv, per_case_dice.png, report.md)"
     )
+
+
+def print_turbolift_summary(summary: dict[str, Any], run_dir: str) -> None:
+    """Each stage's result, then the final-stage table: method → Dice mean ± std with p-values vs Turbolift."""
+    console = Console()
+    for st in summary["stages"]:
+        if st.get("dice_mean") is not None:
+            console.print(f"stage {st['name']}: Dice {st['dice_mean']:.4f} ± {st['dice_std']:.4f} (folds)")
+        else:
+            console.print(f"stage {st['name']}: one model, val Dice {st['val_dice']:.4f}")
+    table = Table(title=f"final stage {summary['final_stage']}: Turbolift vs baselines")
+    for col in ("method", "Dice (folds)", "Dice (cases)", "Δ vs Turbolift [95% CI]", "Wilcoxon p", "Mann–Whitney p"):
+        table.add_column(col, justify="right")
+    for method, row in summary["methods"].items():
+        delta = (
+            "-" if "mean_diff" not in row else f"{row['mean_diff']:+.4f} [{row['ci95'][0]:+.3f}, {row['ci95'][1]:+.3f}]"
+        )
+        table.add_row(
+            method,
+            f"{row['dice_mean']:.4f} ± {row['dice_std']:.4f}",
+            f"{row['dice_case_mean']:.4f} ± {row['dice_case_std']:.4f}",
+            delta,
+            "-" if "wilcoxon_p" not in row else f"{row['wilcoxon_p']:.4g}",
+            "-" if "mannwhitney_p" not in row else f"{row['mannwhitney_p']:.4g}",
+        )
+    console.print(table)
+    console.print(f"run dir: {run_dir}  (stage_<i>_<name>/fold_<k>/, baseline_*/, turbolift_summary.json)")

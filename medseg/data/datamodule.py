@@ -19,6 +19,18 @@ from medseg.data.transforms import intensity_stats, train_transforms, val_transf
 log = logging.getLogger(__name__)
 
 
+def generate_dataset(generate: str | None, root: Path) -> None:
+    """Build a built-in synthetic dataset into ``root`` once: ``demo`` or ``turbolift:<stage>``."""
+    if generate == "demo":
+        make_demo_dataset(root)
+    elif generate and generate.startswith("turbolift:"):
+        from medseg.data.turbolift_demo import make_stage_dataset
+
+        make_stage_dataset(root, generate.split(":", 1)[1])
+    elif generate:
+        raise ValueError(f"data.generate must be 'demo', 'turbolift:<stage>' or null, got {generate!r}")
+
+
 class SegDataModule(L.LightningDataModule):
     """Data for one training run.
 
@@ -95,11 +107,8 @@ class SegDataModule(L.LightningDataModule):
         Args:
             make_split: case ids → ``{"train": [...], "val": [...]}`` (optionally ``"test"``, never trained on).
         """
-        if self.generate == "demo":
-            make_demo_dataset(self.root)
-        elif self.generate:
-            raise ValueError(f"data.generate must be 'demo' or null, got {self.generate!r}")
-        spec = discover(self.root)
+        generate_dataset(self.generate, self.root)
+        spec = discover(self.root, strict=False)  # dataset.json entry problems are listed with the others
         infos, problems = check_dataset(spec)
         for p in problems:
             if p.severity == "warning":

@@ -5,16 +5,17 @@ from __future__ import annotations
 import copy
 import json
 import logging
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from omegaconf import DictConfig, open_dict
 
 from medseg.config import build
+from medseg.data.datamodule import generate_dataset
 from medseg.data.discovery import discover
 from medseg.data.io import atomic_write_json
 from medseg.data.splits import load_or_create_cv_splits
-from medseg.data.synthetic import make_demo_dataset
 from medseg.workflows.train import train
 
 log = logging.getLogger(__name__)
@@ -23,16 +24,20 @@ log = logging.getLogger(__name__)
 def cv_splits(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     """The run's ``splits.json``: a user file (validated), an earlier one, or a new seeded K-fold."""
     dm = build(cfg.data)
-    if dm.generate == "demo":
-        make_demo_dataset(dm.root)
+    generate_dataset(dm.generate, dm.root)
     ids = [c["id"] for c in discover(dm.root).cases]
     return load_or_create_cv_splits(
         run_dir / "splits.json", ids, cfg.cv.folds, cfg.cv.seed, dm.val_fraction, cfg.cv.get("splits_file")
     )
 
 
-def cross_validate(cfg: DictConfig) -> dict[str, Any]:
-    """Train and test every fold in ``<run>/fold_<k>/`` (finished folds are skipped), then aggregate."""
+def cross_validate(cfg: DictConfig, init_for_fold: Callable[[int], str | None] | None = None) -> dict[str, Any]:
+    """Train and test every fold in ``<run>/fold_<k>/`` (finished folds are skipped), then aggregate.
+
+    Args:
+        cfg: the composed config (``cv.*`` and everything ``train`` reads).
+        init_for_fold: fold index → checkpoint that fold starts from (Turbolift), or None.
+    """
     run_dir = Path(cfg.paths.output_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     splits = cv_splits(cfg, run_dir)
@@ -46,6 +51,8 @@ def cross_validate(cfg: DictConfig) -> dict[str, Any]:
             fold_cfg.paths.output_dir = str(fold_dir)
             fold_cfg.cv.fold = k
             fold_cfg.cv.splits_file = str(run_dir / "splits.json")
+            if init_for_fold is not None:
+                fold_cfg.init_from = init_for_fold(k)
         log.info("fold %d of %d → %s", k, len(splits["folds"]), fold_dir)
         train(fold_cfg)
     return aggregate(run_dir)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from collections.abc import Callable
@@ -16,6 +17,9 @@ from omegaconf import DictConfig, open_dict
 from medseg.config import build, resolved_yaml
 from medseg.data.io import atomic_write_json, atomic_write_text
 from medseg.data.splits import load_or_create_cv_splits, load_or_create_split
+from medseg.training.safe_io import AtomicCheckpointIO, checkpoint_note, finished_epochs
+from medseg.training.transfer import init_from_checkpoint
+from medseg.validate import check_writable, validate_config
 
 log = logging.getLogger(__name__)
 
@@ -25,6 +29,8 @@ def build_trainer(cfg: DictConfig, **overrides: Any) -> L.Trainer:
     callbacks = [build(c) for c in (cfg.get("callbacks") or {}).values() if c is not None]
     loggers = [build(lg) for lg in (cfg.get("logger") or {}).values() if lg is not None]
     kwargs: dict[str, Any] = {"callbacks": callbacks, "logger": loggers or False, **overrides}
+    if "plugins" not in cfg.trainer:
+        kwargs.setdefault("plugins", [AtomicCheckpointIO()])  # checkpoint files are replaced whole or not at all
     if cfg.trainer.get("precision") is None:
         on_gpu = torch.cuda.is_available() and cfg.trainer.get("accelerator") in ("auto", "gpu", "cuda")
         kwargs["precision"] = "bf16-mixed" if on_gpu else "32-true"
@@ -61,6 +67,7 @@ def prepare(cfg: DictConfig, run_dir: Path) -> tuple[Any, dict[str, Any]]:
     info = dm.prepare_dataset(split_function(cfg, run_dir, dm))
     with open_dict(cfg):
         cfg.data.num_classes, cfg.data.in_channels, cfg.data.spacing = dm.num_classes, dm.in_channels, dm.spacing
+    validate_config(cfg, dm, run_dir)
     info["roi_size"] = dm.roi_size
     info["spatial_dims"] = dm.spatial_dims
     return dm, info
@@ -69,7 +76,7 @@ def prepare(cfg: DictConfig, run_dir: Path) -> tuple[Any, dict[str, Any]]:
 def train(cfg: DictConfig) -> dict[str, Any]:
     """Train one model as configured; returns the metrics written to ``metrics.json``."""
     run_dir = Path(cfg.paths.output_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
+    check_writable(run_dir)
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     dm, info = prepare(cfg, run_dir)
     atomic_write_text(run_dir / "config.yaml", resolved_yaml(cfg))
@@ -78,10 +85,20 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     trainer = build_trainer(cfg)
     last = run_dir / "checkpoints" / "last.ckpt"
     resume_from = str(last) if cfg.get("resume", True) and last.is_file() else None
+    init = None
+    if cfg.get("init_from") and not resume_from:
+        init = init_from_checkpoint(module, cfg.init_from, strict=cfg.get("init_strict", True))
+        atomic_write_json(run_dir / "init_from.json", init)
+    done = finished_epochs(last) if resume_from else 0
     if resume_from:
-        log.info("resuming from %s", resume_from)
+        log.info("resuming from %s (%s epochs done)", resume_from, done)
+    if done and done >= cfg.trainer.max_epochs:
+        log.warning("%s: finished (%d epochs): nothing is retrained, best.ckpt is re-validated", run_dir, done)
     start = time.time()
-    trainer.fit(module, datamodule=dm, ckpt_path=resume_from)
+    try:
+        trainer.fit(module, datamodule=dm, ckpt_path=resume_from)
+    except FloatingPointError as err:
+        raise FloatingPointError(f"{err} ({checkpoint_note(last)})") from err
     seconds = time.time() - start
     best = _checkpoint_callback(trainer).best_model_path
     # best.ckpt is saved at validation end (0-based epoch inside); without any validation during fit, use last.ckpt.
@@ -97,6 +114,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         "best_checkpoint": str(Path(best).relative_to(run_dir)),
         "epochs": int(trainer.current_epoch),
         "train_seconds": round(seconds, 2),
+        "init_from": init or _previous_init(run_dir),
         "n_train": len(dm.split["train"]),
         "n_val": len(dm.split["val"]),
         "network": cfg.model.net._target_,
@@ -108,6 +126,15 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         metrics["test"] = evaluate_test_cases(run_dir, dm, dm.split["test"])
     atomic_write_json(run_dir / "metrics.json", metrics)
     return metrics
+
+
+def _previous_init(run_dir: Path) -> dict[str, Any] | None:
+    """A resumed run keeps the ``init_from`` record of its first start."""
+    path = run_dir / "metrics.json"
+    if path.is_file():
+        return json.loads(path.read_text()).get("init_from")
+    init_path = run_dir / "init_from.json"
+    return json.loads(init_path.read_text()) if init_path.is_file() else None
 
 
 def _class_names(dm: Any) -> list[str]:
