@@ -1,9 +1,10 @@
 """Public attention ops of medseg_kernels, called by the blocks (``from medseg_kernels.attention import ...``).
 
-Dispatch: today every call runs the pure-PyTorch reference of ``medseg_kernels.attention_ref`` (on any device and
-dtype, differentiable, float64-capable). The Triton kernels and their ``torch.library`` registration arrive with the
-kernels issue, in their own files; they plug in here behind ``medseg_kernels.dispatch.backend`` without changing these
-signatures, so blocks calling these functions need no change.
+Dispatch (``medseg_kernels.dispatch.backend``): CUDA inputs of a Triton-supported dtype (fp16, bf16, fp32) and head
+dim run the registered custom ops ``medseg::global_attention_*`` / ``medseg::neighborhood_attention_*``
+(``global_attn.py``, ``neighborhood.py``: Triton forward and backward, one opaque op for ``torch.compile``); anything
+else runs the pure-PyTorch references of ``medseg_kernels.attention_ref`` (any device and dtype, differentiable,
+float64-capable). ``MEDSEG_KERNELS=reference|triton`` forces either.
 """
 
 from __future__ import annotations
@@ -11,7 +12,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import torch
-from medseg_kernels.attention_ref import global_attention_ref, neighborhood_attention_ref
+
+from medseg_kernels import global_attn, neighborhood
 
 
 def global_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: float | None = None) -> torch.Tensor:
@@ -26,7 +28,7 @@ def global_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: f
     Returns:
         (B, heads, N, dv).
     """
-    return global_attention_ref(q, k, v, scale)
+    return global_attn.global_attention(q, k, v, scale)
 
 
 def neighborhood_attention(
@@ -53,4 +55,4 @@ def neighborhood_attention(
     Returns:
         (B, heads, *S, dv).
     """
-    return neighborhood_attention_ref(q, k, v, kernel_size, dilation, scale)
+    return neighborhood.neighborhood_attention(q, k, v, kernel_size, dilation, scale)

@@ -24,3 +24,17 @@ def backend(t: torch.Tensor) -> str:
     if forced in ("reference", "triton"):
         return forced
     return "triton" if t.is_cuda and triton_available() else "reference"
+
+
+TRITON_DTYPES = (torch.float16, torch.bfloat16, torch.float32)
+
+
+def use_triton(*tensors: torch.Tensor) -> bool:
+    """True when the Triton kernels should run: backend ``triton`` and one Triton-supported dtype and device.
+
+    float64 (and mixed dtypes or devices) always take the reference, even when ``MEDSEG_KERNELS=triton``.
+    """
+    first = tensors[0]
+    return backend(first) == "triton" and all(
+        t.dtype == first.dtype and t.device == first.device and t.dtype in TRITON_DTYPES for t in tensors
+    )

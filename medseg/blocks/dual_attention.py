@@ -9,12 +9,12 @@ CAM: E = X Xᵀ (C×C); A = softmax(max(E) − E); out = γ·(A X) + x, γ = 0 a
 from __future__ import annotations
 
 import torch
-from medseg_kernels.attention import global_attention
 from monai.networks.layers.factories import Dropout
 from torch import nn
 
 from medseg.blocks.conv import ConvNormAct, DoubleConv
 from medseg.layers import ActSpec, NormSpec, conv_layer
+from medseg_kernels.attention import global_attention
 
 
 class PositionAttention(nn.Module):

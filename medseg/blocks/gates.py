@@ -3,6 +3,9 @@
 Two forms from one class:
 - ``subsample=2`` (Oktay): θ = k=stride=2 conv on x, so x is compared with g on g's coarser grid; α is upsampled back.
 - ``subsample=1`` (same resolution): θ and φ are 1×1 convs (optionally normed) and g is resized to x's grid.
+
+``fused=True`` (same-resolution form with ReLU, no projection norm, no output projection) computes the gate in one
+op, ``medseg_kernels.gate.attention_gate`` (Triton on CUDA, the torch reference elsewhere), with the same parameters.
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ from torch import nn
 
 from medseg.blocks.conv import ConvNormAct
 from medseg.layers import ActSpec, NormSpec, act_layer, conv_layer, norm_layer
+from medseg_kernels.gate import attention_gate
 
 
 def resize_to(t: torch.Tensor, size: torch.Size | tuple[int, ...]) -> torch.Tensor:
@@ -38,6 +42,8 @@ class AttentionGate(nn.Module):
         gating_conv: apply a 1×1 conv + norm + act to g first (the "gating signal" of Abraham & Khan).
         gating_act: activation of the gating conv (default: ``act``).
         out_proj: apply W = 1×1 conv + norm to α·x.
+        fused: run the gate as one fused op (needs ``subsample=1``, ``act="relu"``, ``proj_norm=None``,
+            ``out_proj=False``); φ's projection is applied on g's grid and resized (identical maths).
     """
 
     def __init__(
@@ -53,8 +59,12 @@ class AttentionGate(nn.Module):
         gating_conv: bool = False,
         gating_act: ActSpec = None,
         out_proj: bool = True,
+        fused: bool = False,
     ) -> None:
         super().__init__()
+        if fused and not (subsample == 1 and act == "relu" and proj_norm is None and not out_proj):
+            raise ValueError("fused=True needs subsample=1, act='relu', proj_norm=None and out_proj=False")
+        self.fused = fused
         inter = inter_channels or max(in_channels // 2, 1)
         self.gating: nn.Module = nn.Identity()
         if gating_conv:
@@ -79,6 +89,10 @@ class AttentionGate(nn.Module):
 
     def forward(self, x: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
         # x: (B, Cx, *S) skip features; g: (B, Cg, *Sg) gating features, Sg = S or S/2
+        if self.fused:
+            p = dict(self.named_parameters())
+            w_x, w_g, psi = p["theta.0.weight"].flatten(1), p["phi.0.weight"].flatten(1), p["psi.weight"].flatten()
+            return attention_gate(x, self.gating(g), w_x, w_g, p["phi.0.bias"], psi, p["psi.bias"])
         theta = self.theta(x)  # (B, F_int, *S/subsample)
         phi = resize_to(self.phi(self.gating(g)), theta.shape[2:])  # (B, F_int, *S/subsample)
         alpha = torch.sigmoid(self.psi(self.act(theta + phi)))  # (B, 1, *S/subsample)

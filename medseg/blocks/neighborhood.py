@@ -9,11 +9,11 @@ global along that axis; that is the only departure from NATTEN, which raises the
 from __future__ import annotations
 
 import torch
-from medseg_kernels.attention import neighborhood_attention
 from torch import nn
 
 from medseg.blocks.conv import ConvNormAct
 from medseg.layers import ActSpec, NormSpec, act_layer, conv_layer, norm_layer
+from medseg_kernels.attention import neighborhood_attention
 
 
 def fit_window(sizes: tuple[int, ...], kernel_size: int, dilation: int) -> tuple[tuple[int, ...], tuple[int, ...]]:

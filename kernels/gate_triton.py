@@ -1,0 +1,243 @@
+"""Triton kernels of the fused additive attention gate (spec and formulas: ``gate_ref.py``).
+
+Forward: one pass over x. Each program takes a tile of ``BLOCK_V`` voxels with all channels, forms W_x x with one
+``tl.dot``, adds the projected gating signal, applies relu, ψ, sigmoid and writes x·α. The gating signal is either
+projected in the kernel (``SAME``: g on x's grid) or, for a coarser g, projected on g's grid first (a small GEMM on
+1/2ᵈ of the voxels, fp32) and linearly interpolated in the kernel from its 2ᵈ neighbours (align_corners=False).
+Backward: one pass over x and dout recomputing z and α; dx (and dg when ``SAME``) are written per tile; the weight
+gradients accumulate in registers over the tiles a persistent program visits and are summed across programs on the
+host; for a coarser g, dz is scattered into dφ on g's grid with fp32 atomics (weights of the interpolation), then
+dW_g = dφ gᵀ and dg = W_gᵀ dφ are GEMMs on g's grid (the atomics make dg and dW_g nondeterministic in their
+last bits). All dots take fp32 operands (half inputs upcast, weights kept fp32) and accumulate in fp32: TF32
+tensor cores for half inputs (10-bit mantissa, finer than bf16's 7), IEEE for fp32 inputs; the op is memory-bound.
+
+Import this module only where triton is importable (``gate.py`` imports it lazily).
+"""
+
+from __future__ import annotations
+
+import torch
+import triton
+import triton.language as tl
+
+
+@triton.jit
+def _tile(base, rows, cols, ld, rmask, cmask):
+    """(rows, cols) tile of a row-major matrix with leading dimension ``ld``; zeros outside the masks."""
+    return tl.load(base + rows[:, None] * ld + cols[None, :], mask=rmask[:, None] & cmask[None, :], other=0.0)
+
+
+@triton.jit
+def _put(base, rows, cols, ld, rmask, cmask, value):
+    mask = rmask[:, None] & cmask[None, :]
+    tl.store(base + rows[:, None] * ld + cols[None, :], value.to(base.dtype.element_ty), mask=mask)
+
+
+@triton.jit
+def _axis(i, n_in, scale):
+    """Source indices and weights along one axis (align_corners=False): i0, i1, 1 − λ, λ."""
+    src = tl.maximum((i.to(tl.float32) + 0.5) * scale - 0.5, 0.0)
+    i0 = src.to(tl.int32)  # src ≥ 0: truncation is floor
+    lam = src - i0.to(tl.float32)
+    return i0, tl.minimum(i0 + 1, n_in - 1), 1.0 - lam, lam
+
+
+@triton.jit
+def _corners(offs_v, H, W, Dg, Hg, Wg, sd, sh, sw, c: tl.constexpr):
+    """Flat index on g's grid and weight of corner ``c`` (bits d, h, w) for each fine voxel."""
+    w, h, d = offs_v % W, (offs_v // W) % H, offs_v // (H * W)
+    d0, d1, ld0, ld1 = _axis(d, Dg, sd)
+    h0, h1, lh0, lh1 = _axis(h, Hg, sh)
+    w0, w1, lw0, lw1 = _axis(w, Wg, sw)
+    if (c >> 2) & 1:
+        d0, ld0 = d1, ld1
+    if (c >> 1) & 1:
+        h0, lh0 = h1, lh1
+    if c & 1:
+        w0, lw0 = w1, lw1
+    return (d0 * Hg + h0) * Wg + w0, ld0 * lh0 * lw0
+
+
+@triton.jit
+def _pre_activation(
+    X, G, PHI, WX, WG, Bv, b, offs_v, v_ok, N, H, W, Dg, Hg, Wg, sd, sh, sw,
+    CX: tl.constexpr, CG: tl.constexpr, F: tl.constexpr, CX_P: tl.constexpr, CG_P: tl.constexpr,
+    F_P: tl.constexpr, SAME: tl.constexpr, CORNERS: tl.constexpr, PREC: tl.constexpr,
+):  # fmt: skip
+    """x tile (CX_P, BLOCK_V), z = W_x x + up(φ) (F_P, BLOCK_V) fp32 and (for SAME) the g tile."""
+    offs_c, offs_g, offs_f = tl.arange(0, CX_P), tl.arange(0, CG_P), tl.arange(0, F_P)
+    c_ok, g_ok, f_ok = offs_c < CX, offs_g < CG, offs_f < F
+    x = _tile(X + b * CX * N, offs_c, offs_v, N, c_ok, v_ok)
+    z = tl.dot(_tile(WX, offs_f, offs_c, CX, f_ok, c_ok), x.to(tl.float32), input_precision=PREC)
+    if SAME:
+        g = _tile(G + b * CG * N, offs_g, offs_v, N, g_ok, v_ok)
+        z += tl.dot(_tile(WG, offs_f, offs_g, CG, f_ok, g_ok), g.to(tl.float32), input_precision=PREC)
+        z += tl.load(Bv + offs_f, mask=f_ok, other=0.0)[:, None]
+    else:
+        g = x  # unused
+        ng = Dg * Hg * Wg
+        for c in tl.static_range(CORNERS):
+            idx, wt = _corners(offs_v, H, W, Dg, Hg, Wg, sd, sh, sw, c)
+            z += wt[None, :] * _tile(PHI + b * F * ng, offs_f, idx, ng, f_ok, v_ok)
+    return x, g, z
+
+
+@triton.jit
+def _gate_fwd_kernel(
+    X, G, PHI, WX, WG, Bv, PSI, BPSI, OUT, N, H, W, Dg, Hg, Wg, sd, sh, sw,
+    CX: tl.constexpr, CG: tl.constexpr, F: tl.constexpr, CX_P: tl.constexpr, CG_P: tl.constexpr,
+    F_P: tl.constexpr, SAME: tl.constexpr, CORNERS: tl.constexpr, PREC: tl.constexpr, BLOCK_V: tl.constexpr,
+):  # fmt: skip
+    b = tl.program_id(1).to(tl.int64)
+    offs_v = tl.program_id(0) * BLOCK_V + tl.arange(0, BLOCK_V)
+    v_ok = offs_v < N
+    x, g, z = _pre_activation(
+        X, G, PHI, WX, WG, Bv, b, offs_v, v_ok, N, H, W, Dg, Hg, Wg, sd, sh, sw,
+        CX, CG, F, CX_P, CG_P, F_P, SAME, CORNERS, PREC,
+    )  # fmt: skip
+    offs_f = tl.arange(0, F_P)
+    psi = tl.load(PSI + offs_f, mask=offs_f < F, other=0.0)
+    alpha = tl.sigmoid(tl.sum(psi[:, None] * tl.maximum(z, 0.0), 0) + tl.load(BPSI))
+    offs_c = tl.arange(0, CX_P)
+    _put(OUT + b * CX * N, offs_c, offs_v, N, offs_c < CX, v_ok, x.to(tl.float32) * alpha[None, :])
+
+
+@triton.jit
+def _gate_bwd_kernel(
+    DOUT, X, G, PHI, WX, WG, Bv, PSI, BPSI, DX, DG, DPHI, DWX_P, DWG_P, DB_P, DPSI_P, DBPSI_P,
+    N, H, W, Dg, Hg, Wg, sd, sh, sw, n_tiles, tiles_per_b,
+    CX: tl.constexpr, CG: tl.constexpr, F: tl.constexpr, CX_P: tl.constexpr, CG_P: tl.constexpr,
+    F_P: tl.constexpr, SAME: tl.constexpr, CORNERS: tl.constexpr, PREC: tl.constexpr, BLOCK_V: tl.constexpr,
+):  # fmt: skip
+    pid, n_prog = tl.program_id(0), tl.num_programs(0)
+    offs_c, offs_g, offs_f = tl.arange(0, CX_P), tl.arange(0, CG_P), tl.arange(0, F_P)
+    c_ok, g_ok, f_ok = offs_c < CX, offs_g < CG, offs_f < F
+    wx = _tile(WX, offs_f, offs_c, CX, f_ok, c_ok)  # (F_P, CX_P) fp32
+    wg = _tile(WG, offs_f, offs_g, CG, f_ok, g_ok)  # (F_P, CG_P) fp32; only used when SAME
+    psi = tl.load(PSI + offs_f, mask=f_ok, other=0.0)
+    b_psi = tl.load(BPSI)
+    acc_wx = tl.zeros([F_P, CX_P], tl.float32)
+    acc_wg = tl.zeros([F_P, CG_P], tl.float32)
+    acc_b = tl.zeros([F_P], tl.float32)
+    acc_psi = tl.zeros([F_P], tl.float32)
+    acc_bpsi = tl.zeros([BLOCK_V], tl.float32)
+    for t in range(pid, n_tiles, n_prog):
+        b = (t // tiles_per_b).to(tl.int64)
+        offs_v = (t % tiles_per_b) * BLOCK_V + tl.arange(0, BLOCK_V)
+        v_ok = offs_v < N
+        x, g, z = _pre_activation(
+            X, G, PHI, WX, WG, Bv, b, offs_v, v_ok, N, H, W, Dg, Hg, Wg, sd, sh, sw,
+            CX, CG, F, CX_P, CG_P, F_P, SAME, CORNERS, PREC,
+        )  # fmt: skip
+        r = tl.maximum(z, 0.0)
+        s = tl.sum(psi[:, None] * r, 0) + b_psi
+        alpha = tl.sigmoid(s)
+        do = _tile(DOUT + b * CX * N, offs_c, offs_v, N, c_ok, v_ok)
+        ds = tl.sum(do.to(tl.float32) * x.to(tl.float32), 0) * alpha * tl.sigmoid(-s)  # 1 − α without cancellation
+        ds = tl.where(v_ok, ds, 0.0)
+        acc_bpsi += ds
+        acc_psi += tl.sum(r * ds[None, :], 1)
+        dz = tl.where(z > 0.0, psi[:, None] * ds[None, :], 0.0)  # (F_P, BLOCK_V)
+        acc_b += tl.sum(dz, 1)
+        dx = do.to(tl.float32) * alpha[None, :] + tl.dot(tl.trans(wx), dz, input_precision=PREC)
+        _put(DX + b * CX * N, offs_c, offs_v, N, c_ok, v_ok, dx)
+        acc_wx += tl.dot(dz, tl.trans(x.to(tl.float32)), input_precision=PREC)
+        if SAME:
+            _put(DG + b * CG * N, offs_g, offs_v, N, g_ok, v_ok, tl.dot(tl.trans(wg), dz, input_precision=PREC))
+            acc_wg += tl.dot(dz, tl.trans(g.to(tl.float32)), input_precision=PREC)
+        else:
+            ng = Dg * Hg * Wg
+            for c in tl.static_range(CORNERS):
+                idx, wt = _corners(offs_v, H, W, Dg, Hg, Wg, sd, sh, sw, c)
+                ptr = DPHI + b * F * ng + offs_f[:, None] * ng + idx[None, :]
+                tl.atomic_add(ptr, dz * wt[None, :], mask=f_ok[:, None] & v_ok[None, :])
+    _put(DWX_P + pid * F * CX, offs_f, offs_c, CX, f_ok, c_ok, acc_wx)
+    if SAME:
+        _put(DWG_P + pid * F * CG, offs_f, offs_g, CG, f_ok, g_ok, acc_wg)
+    tl.store(DB_P + pid * F + offs_f, acc_b, mask=f_ok)
+    tl.store(DPSI_P + pid * F + offs_f, acc_psi, mask=f_ok)
+    tl.store(DBPSI_P + pid, tl.sum(acc_bpsi, 0))
+
+
+def _p2(n: int) -> int:
+    return max(triton.next_power_of_2(n), 16)
+
+
+def config(
+    cx: int, cg: int, f: int, same: bool, ndim: int, dtype: torch.dtype, gpu: bool, backward: bool
+) -> tuple[dict, dict]:
+    """(constexprs, launch options) of a launch; GPU tiles hold about 4K (forward) / 2K (backward) fp32 elements of
+    the widest operand, and the backward runs unpipelined (num_stages=1, half the shared memory); the tests compile
+    these configurations for sm_90 to check they fit. The CPU interpreter takes big tiles."""
+    cx_p, cg_p, f_p = _p2(cx), _p2(cg), _p2(f)
+    widest = max(cx_p, f_p, cg_p if same else 16)
+    budget = 2048 if backward else 4096
+    block_v = max(16, min(128, budget // widest)) if gpu else 256
+    consts = {
+        "CX": cx, "CG": cg, "F": f, "CX_P": cx_p, "CG_P": cg_p, "F_P": f_p, "SAME": same, "CORNERS": 2**ndim,
+        "PREC": "ieee" if dtype == torch.float32 else "tf32", "BLOCK_V": block_v,
+    }  # fmt: skip
+    opts = {"num_warps": 8 if widest >= 128 else 4, "num_stages": 1 if backward else 2} if gpu else {}
+    return consts, opts
+
+
+def _setup(
+    x: torch.Tensor, g: torch.Tensor, w_x: torch.Tensor, w_g: torch.Tensor, b: torch.Tensor, backward: bool
+) -> tuple:
+    """Common launch arguments: flattened tensors, coarse φ (or x as a placeholder), geometry, constexprs, options."""
+    bsz, cx, *sizes = x.shape
+    cg, sizes_g, f = g.shape[1], list(g.shape[2:]), w_x.shape[0]
+    same = sizes_g == sizes
+    d, h, w = ([1] + sizes)[-3:]
+    dg, hg, wg = ([1] + sizes_g)[-3:]
+    xf, gf = x.contiguous().view(bsz, cx, -1), g.contiguous().view(bsz, cg, -1)
+    wx, wgc = w_x.float().contiguous(), w_g.float().contiguous()
+    phi = xf  # placeholder pointer when SAME
+    if not same:  # project on g's grid (fp32), interpolated inside the kernel
+        phi = (torch.einsum("fc,bcn->bfn", w_g.float(), gf.float()) + b.float()[None, :, None]).contiguous()
+    geo = (d * h * w, h, w, dg, hg, wg, dg / d, hg / h, wg / w)
+    consts, opts = config(cx, cg, f, same, len(sizes), x.dtype, x.is_cuda, backward)
+    return xf, gf, phi, wx, wgc, geo, consts, opts
+
+
+def forward(
+    x: torch.Tensor, g: torch.Tensor, w_x: torch.Tensor, w_g: torch.Tensor, b: torch.Tensor, psi: torch.Tensor,
+    b_psi: torch.Tensor,
+) -> torch.Tensor:  # fmt: skip
+    xf, gf, phi, wx, wg, geo, consts, opts = _setup(x, g, w_x, w_g, b, backward=False)
+    out = torch.empty_like(xf)
+    grid = (triton.cdiv(geo[0], consts["BLOCK_V"]), x.shape[0])
+    _gate_fwd_kernel[grid](
+        xf, gf, phi, wx, wg, b.float().contiguous(), psi.float().contiguous(), b_psi.float().reshape(1), out, *geo,
+        **consts, **opts,
+    )  # fmt: skip
+    return out.view(x.shape)
+
+
+def backward(
+    dout: torch.Tensor, x: torch.Tensor, g: torch.Tensor, w_x: torch.Tensor, w_g: torch.Tensor, b: torch.Tensor,
+    psi: torch.Tensor, b_psi: torch.Tensor,
+) -> tuple[torch.Tensor, ...]:  # fmt: skip
+    xf, gf, phi, wx, wg, geo, consts, opts = _setup(x, g, w_x, w_g, b, backward=True)
+    bsz, cx, cg, f, same = x.shape[0], consts["CX"], consts["CG"], consts["F"], consts["SAME"]
+    tiles_per_b = triton.cdiv(geo[0], consts["BLOCK_V"])
+    n_tiles = bsz * tiles_per_b
+    n_prog = min(n_tiles, 4 * torch.cuda.get_device_properties(x.device).multi_processor_count if x.is_cuda else 4)
+    dx = torch.empty_like(xf)
+    dg = torch.empty_like(gf) if same else gf  # written by the kernel only when SAME
+    dphi = torch.zeros_like(phi, dtype=torch.float32) if not same else xf
+    part = {k: torch.zeros(n_prog, *s, device=x.device) for k, s in (("wx", (f, cx)), ("wg", (f, cg)), ("b", (f,)))}
+    part |= {"psi": torch.zeros(n_prog, f, device=x.device), "bpsi": torch.zeros(n_prog, device=x.device)}
+    _gate_bwd_kernel[(n_prog,)](
+        dout.contiguous().view_as(xf), xf, gf, phi, wx, wg, b.float().contiguous(), psi.float().contiguous(),
+        b_psi.float().reshape(1), dx, dg, dphi, part["wx"], part["wg"], part["b"], part["psi"], part["bpsi"],
+        *geo, n_tiles, tiles_per_b, **consts, **opts,
+    )  # fmt: skip
+    dw_g = part["wg"].sum(0)
+    if not same:  # dφ on g's grid → dW_g and dg by GEMMs there
+        dw_g = torch.einsum("bfn,bcn->fc", dphi, gf.float())
+        dg = torch.einsum("fc,bfn->bcn", w_g.float(), dphi).to(g.dtype)
+    return (
+        dx.view(x.shape), dg.view(g.shape), part["wx"].sum(0).to(w_x.dtype), dw_g.to(w_g.dtype),
+        part["b"].sum(0).to(b.dtype), part["psi"].sum(0).to(psi.dtype), part["bpsi"].sum().reshape(b_psi.shape),
+    )  # fmt: skip
