@@ -53,7 +53,14 @@ def print_turbolift_summary(summary: dict[str, Any], run_dir: str) -> None:
         else:
             console.print(f"stage {st['name']}: one model, val Dice {st['val_dice']:.4f}")
     table = Table(title=f"final stage {summary['final_stage']}: Turbolift vs baselines")
-    for col in ("method", "Dice (folds)", "Dice (cases)", "Δ vs Turbolift [95% CI]", "Wilcoxon p", "Mann–Whitney p"):
+    for col in (
+        "method",
+        "Dice (folds)",
+        "Dice (cases)",
+        "Turbolift − method [95% CI]",
+        "Wilcoxon p",
+        "Mann–Whitney p",
+    ):
         table.add_column(col, justify="right")
     for method, row in summary["methods"].items():
         delta = (

@@ -25,7 +25,7 @@ from medseg.data.synthetic import _ellipsoid, random_affine, save_nifti, world_g
 STAGES = {
     "ct": {"cases": 16, "noise": 0.04, "streaks": 0.0, "cupping": 0.0, "fov": 1.0, "blur": 0.0, "contrast": 1.0},
     "cbct": {"cases": 10, "noise": 0.12, "streaks": 0.12, "cupping": 0.25, "fov": 0.85, "blur": 0.0, "contrast": 0.7},
-    "cbct_tst": {"cases": 9, "noise": 0.2, "streaks": 0.25, "cupping": 0.4, "fov": 0.75, "blur": 1.5, "contrast": 0.45},
+    "cbct_tst": {"cases": 6, "noise": 0.2, "streaks": 0.25, "cupping": 0.4, "fov": 0.75, "blur": 1.5, "contrast": 0.45},
 }
 
 

@@ -78,6 +78,8 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     run_dir = Path(cfg.paths.output_dir)
     check_writable(run_dir)
     L.seed_everything(cfg.seed, workers=True, verbose=False)
+    if cfg.get("num_threads"):
+        torch.set_num_threads(int(cfg.num_threads))
     dm, info = prepare(cfg, run_dir)
     atomic_write_text(run_dir / "config.yaml", resolved_yaml(cfg))
     atomic_write_json(run_dir / "preprocessing.json", info)
