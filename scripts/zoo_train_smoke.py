@@ -1,7 +1,8 @@
 """Train every network config for one epoch on the demo data, in 2D and 3D, through the real `medseg train` CLI.
 
 Usage:
-    python scripts/zoo_train_smoke.py [--nets unet mk_unet ...] [--dims 2 3] [--json out.json] [--workdir DIR]
+    python scripts/zoo_train_smoke.py [--nets unet mk_unet ...] [--blocks] [--dims 2 3] [--json out.json]
+    python scripts/zoo_train_smoke.py --nets encoder_block=mkir skip_gate=gag   # blocks composed into unet
 
 Prints a table (net, dims, exit code, val Dice after one epoch, seconds) and writes JSON. This is the acceptance
 check "every network trains for one epoch on the demo data in 2D and 3D"; it is a script, not a test, because it
@@ -23,13 +24,15 @@ from medseg.config import config_dir
 
 
 def run_one(net: str, dims: int, workdir: Path) -> dict:
-    run = workdir / f"{net}_{dims}d"
+    """``net`` is a network config name, or ``group=name`` for a block config composed into the plain unet."""
+    run = workdir / f"{net.replace('=', '-')}_{dims}d"
+    selection = [f"model/net={net}"] if "=" not in net else ["model/net=unet", f"model/net/{net}"]
     cmd = [
         sys.executable,
         "-m",
         "medseg.cli",
         "train",
-        f"model/net={net}",
+        *selection,
         f"model.net.spatial_dims={dims}",
         "trainer.max_epochs=1",
         f"hydra.run.dir={run}",
@@ -55,14 +58,20 @@ def run_one(net: str, dims: int, workdir: Path) -> dict:
 def main() -> None:
     nets = sorted(p.stem for p in (config_dir() / "model" / "net").glob("*.yaml"))
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--nets", nargs="+", default=nets)
+    blocks = sorted(
+        f"{group}={p.stem}"
+        for group in ("encoder_block", "skip_gate", "bottleneck", "input_pyramid")
+        for p in (config_dir() / "model" / "net" / group).glob("*.yaml")
+    )
+    parser.add_argument("--nets", nargs="*", default=nets, help="network configs, or GROUP=NAME block configs")
+    parser.add_argument("--blocks", action="store_true", help="also every block config, composed into unet")
     parser.add_argument("--dims", nargs="+", type=int, default=[2, 3])
     parser.add_argument("--json", type=Path, default=Path("zoo_train_smoke.json"))
     parser.add_argument("--workdir", type=Path, default=None)
     args = parser.parse_args()
     workdir = args.workdir or Path(tempfile.mkdtemp(prefix="zoo-smoke-"))
     rows = []
-    for net in args.nets:
+    for net in args.nets + (blocks if args.blocks else []):
         for dims in args.dims:
             rows.append(run_one(net, dims, workdir))
             r = rows[-1]
