@@ -11,8 +11,6 @@ import pytest
 import torch
 import torch.nn.functional as F
 from hydra.utils import instantiate
-from medseg_kernels.attention import global_attention, neighborhood_attention
-from medseg_kernels.attention_ref import window_index
 from omegaconf import OmegaConf
 from torch import nn
 
@@ -39,6 +37,8 @@ from medseg.blocks import (
 )
 from medseg.blocks.neighborhood import fit_window
 from medseg.config import config_dir
+from medseg_kernels.attention import global_attention, neighborhood_attention
+from medseg_kernels.attention_ref import window_index
 
 torch.set_num_threads(1)
 
