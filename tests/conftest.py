@@ -17,6 +17,11 @@ from medseg.data.synthetic import DEMO_LABELS, save_nifti, synth_case
 # each conv shape 10-100x slower when other processes compete for the cores. Subprocesses inherit OMP_NUM_THREADS.
 torch.set_num_threads(int(os.environ.setdefault("OMP_NUM_THREADS", "1")))
 
+# Without a GPU the Triton kernels run under the CPU interpreter. Set it before anything imports triton: triton caches
+# its environment knobs, so setting it later (tests/kernels/conftest.py) is too late once another test touched triton.
+if not torch.cuda.is_available():
+    os.environ.setdefault("TRITON_INTERPRET", "1")
+
 
 @pytest.fixture(scope="session", autouse=True)
 def _isolated_cache(tmp_path_factory: pytest.TempPathFactory):
