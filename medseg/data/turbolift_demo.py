@@ -106,7 +106,7 @@ def make_stage_dataset(root: str | Path, stage: str, seed: int = 0, n_cases: int
     (tmp / "labelsTr").mkdir()
     rng = np.random.default_rng(seed + 1000 * list(STAGES).index(stage))
     training = []
-    for i in range(n_cases or STAGES[stage]["cases"]):
+    for i in range(int(n_cases or STAGES[stage]["cases"])):
         image, label, affine = synth_abdomen(rng, stage)
         name = f"{stage}_{i:03d}.nii.gz"
         save_nifti(tmp / "imagesTr" / name, image, affine)

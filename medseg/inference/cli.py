@@ -34,6 +34,13 @@ def predict_parser() -> argparse.ArgumentParser:
     p.add_argument("--format", default=None, help="output suffix, e.g. nii.gz (default: the input's)")
     p.add_argument("--lcc", action="store_true", help="keep the largest connected component of each class")
     p.add_argument("--overwrite", action="store_true", help="replace existing outputs (default: skip them)")
+    p.add_argument(
+        "--memory-budget",
+        type=float,
+        default=None,
+        metavar="GB",
+        help="network-space probabilities stay float32 up to this size, float16 beyond (default: 1/4 of the RAM)",
+    )
     p.add_argument("--trust", action="store_true", help="allow config targets outside medseg/monai/torch/lightning")
     return p
 
@@ -44,25 +51,43 @@ def _out_name(case: str, first_input: str, fmt: str | None) -> str:
 
 
 def _postprocess(labels: np.ndarray, num_classes: int) -> np.ndarray:
-    import torch
-    from monai.transforms import KeepLargestConnectedComponent
+    """Keep the largest 26-connected component of each foreground class; the rest becomes background.
 
-    keep = KeepLargestConnectedComponent(applied_labels=list(range(1, num_classes)), independent=True)
-    return np.asarray(keep(torch.as_tensor(labels)[None])[0]).astype(labels.dtype)
+    scipy (a dependency) rather than MONAI's KeepLargestConnectedComponent, which needs scikit-image on the CPU;
+    each class is labelled inside its bounding box only.
+    """
+    from scipy import ndimage
+
+    out = labels.copy()
+    for c in range(1, num_classes):
+        mask = labels == c
+        box = ndimage.find_objects(mask.astype(np.uint8))
+        if not box or box[0] is None:
+            continue
+        sub = mask[box[0]]
+        components, n = ndimage.label(sub, structure=np.ones((3,) * sub.ndim))
+        if n > 1:
+            sizes = np.bincount(components.ravel())
+            sizes[0] = 0
+            out[box[0]][sub & (components != sizes.argmax())] = 0
+    return out
 
 
 def _predict_case(predictor: Any, case: str, files: list[str], out: Path, args: argparse.Namespace) -> str:
     from medseg.inference.writer import write_like
 
     start = time.time()
-    labels, probs = predictor.predict(files)
+    labels, probs = predictor.predict(files, probabilities=args.save_probabilities)
     if args.lcc:
         labels = _postprocess(labels, predictor.num_classes)
     write_like(labels, files[0], out)
-    if args.save_probabilities:
+    if probs is not None:
         tmp = out.parent / f".{case}_probabilities.tmp.npz"
-        np.savez_compressed(tmp, probabilities=probs.astype(np.float16))
-        tmp.replace(out.parent / f"{case}_probabilities.npz")
+        try:
+            np.savez_compressed(tmp, probabilities=probs)
+            tmp.replace(out.parent / f"{case}_probabilities.npz")
+        finally:
+            tmp.unlink(missing_ok=True)
     return f"{time.time() - start:.1f} s"
 
 
@@ -77,7 +102,8 @@ def run_predict(argv: list[str]) -> int:
         inp = Path(args.input).expanduser().resolve()
         if out_dir == (inp if inp.is_dir() else inp.parent):
             raise ValueError(f"-o {out_dir}: refusing to write into the input folder")
-        predictor = Predictor(runs, device=args.device, checkpoint=args.checkpoint, tta=args.tta, trust=args.trust)
+        budget = int(args.memory_budget * 2**30) if args.memory_budget else None
+        predictor = Predictor(runs, args.device, args.checkpoint, tta=args.tta, trust=args.trust, memory_budget=budget)
         in_channels = int(json.loads((runs[0] / "preprocessing.json").read_text())["in_channels"])
         cases, rejected = list_cases(inp, in_channels)
     except (ValueError, OSError) as err:

@@ -1,14 +1,24 @@
-"""Predictor: a trained run dir → preprocess like training → sliding window → invert to the input's grid.
+"""Predictor: trained run dir(s) → preprocess like training → sliding window (+TTA, fold ensemble) → input grid.
 
-The output label map has the input's shape and affine exactly: MONAI's ``Invertd`` undoes cropping, resampling and
-reorientation of the softmax probabilities (linear interpolation) before the argmax.
+The output label map has the input's shape and affine exactly. Memory stays bounded on large volumes:
+
+* network space: the mean softmax over runs and mirrors is one (K, *S) buffer, float32 when it fits the memory
+  budget, float16 otherwise; the sliding-window logits are stitched slab by slab (``medseg.inference.sliding``) when
+  the whole volume's would not fit, with results equal to a whole-volume ``sliding_window_inference``;
+* input space: the inverse of crop → resample → reorientation (what MONAI's ``Invertd`` does) is applied a few input
+  slices at a time and reduced to labels at once (``medseg.inference.resample``): no full-resolution K-channel array
+  exists unless probabilities are asked for (then float16). Unknown transform chains fall back to ``Invertd``, a
+  group of channels at a time.
 """
 
 from __future__ import annotations
 
+import copy
+import functools
 import json
+import os
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Hashable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +31,10 @@ from omegaconf import OmegaConf
 from medseg.config import build, check_targets
 from medseg.data.io import NIFTI_SUFFIXES, read_volume, strip_suffix
 from medseg.data.transforms import preprocess
+from medseg.inference.resample import inverse_map, invert_labels
+from medseg.inference.sliding import plan_slabs, predict_slabs, sliding_softmax
+
+SLAB_AXIS = 0  # slabs along the first spatial axis: each channel's slab is one contiguous block
 
 
 def as_nifti(path: str, tmp_dir: Path) -> str:
@@ -35,15 +49,44 @@ def as_nifti(path: str, tmp_dir: Path) -> str:
     return str(out)
 
 
+def load_module(run_dir: str | Path, checkpoint: str = "best", trust: bool = False) -> Any:
+    """The run's LightningModule (network + sliding-window settings) with the ``checkpoint`` weights, in eval mode
+    on the CPU (``last`` when there is no ``best``). Refuses untrusted config targets unless ``trust``."""
+    run_dir = Path(run_dir)
+    cfg = OmegaConf.load(run_dir / "config.yaml")
+    if not trust:
+        check_targets(cfg, run_dir / "config.yaml")
+    prep = json.loads((run_dir / "preprocessing.json").read_text())
+    module = build(cfg.model, roi_size=prep["roi_size"])
+    ckpt = run_dir / "checkpoints" / f"{checkpoint}.ckpt"
+    if not ckpt.is_file():
+        ckpt = run_dir / "checkpoints" / "last.ckpt"
+    state = torch.load(ckpt, map_location="cpu", weights_only=True)["state_dict"]
+    module.load_state_dict(state)
+    return module.eval()
+
+
+def default_memory_budget() -> int:
+    """A quarter of the machine's RAM (bytes): the network-space probability buffer may take this much."""
+    try:
+        return int(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")) // 4
+    except (ValueError, OSError, AttributeError):
+        return 4 * 2**30
+
+
 class Predictor:
     """Segments volumes with one or more trained runs (softmax averaged over runs, e.g. CV folds).
 
     Args:
         run_dirs: run directories written by ``medseg train`` (config.yaml, preprocessing.json, checkpoints/).
-        device: torch device.
+        device: torch device of the network.
         checkpoint: ``best`` or ``last``.
         tta: mirror test-time augmentation (flip along each spatial axis, averaged).
         trust: allow config targets outside medseg/monai/torch/lightning.
+        memory_budget: bytes the network-space probabilities may take in float32 before float16 is used instead;
+            the stitched logits of one slab take at most half of it. None: a quarter of the RAM.
+        invert: ``auto`` (bounded-memory inversion; MONAI ``Invertd`` for transform chains it does not know) or
+            ``monai`` (always ``Invertd``, a group of channels at a time — the reference the tests compare with).
     """
 
     def __init__(
@@ -53,47 +96,84 @@ class Predictor:
         checkpoint: str = "best",
         tta: bool = False,
         trust: bool = False,
+        memory_budget: int | None = None,
+        invert: str = "auto",
     ) -> None:
         if not run_dirs:
             raise ValueError("no run directory given")
-        self.device, self.tta = torch.device(device), tta
+        if invert not in ("auto", "monai"):
+            raise ValueError(f"invert must be 'auto' or 'monai', got {invert!r}")
+        self.device, self.tta, self.invert = torch.device(device), tta, invert
+        self.memory_budget = int(memory_budget or default_memory_budget())
         self.modules = [self._load(Path(r), checkpoint, trust) for r in run_dirs]
         prep = json.loads((Path(run_dirs[0]) / "preprocessing.json").read_text())
         self.num_classes = int(prep["num_classes"])
+        self.label_dtype = np.uint8 if self.num_classes <= 256 else np.uint16
         self.pre = T.Compose(
             preprocess(prep["spacing"], prep["modality"], prep.get("intensity_stats"), keys=("image",))
         )
+        for t in self.pre.transforms:
+            if isinstance(t, T.Spacingd):  # resample in float32: MONAI's float64 default doubles the input copy and
+                t.dtype = (np.float32,) * len(t.keys)  # the sampling grid (differences ~1e-7, far below any effect)
 
     def _load(self, run_dir: Path, checkpoint: str, trust: bool) -> Any:
-        cfg = OmegaConf.load(run_dir / "config.yaml")
-        if not trust:
-            check_targets(cfg, run_dir / "config.yaml")
-        prep = json.loads((run_dir / "preprocessing.json").read_text())
-        module = build(cfg.model, roi_size=prep["roi_size"])
-        ckpt = run_dir / "checkpoints" / f"{checkpoint}.ckpt"
-        if not ckpt.is_file():
-            ckpt = run_dir / "checkpoints" / "last.ckpt"
-        state = torch.load(ckpt, map_location="cpu", weights_only=True)["state_dict"]
-        module.load_state_dict(state)
-        return module.to(self.device).eval()
+        return load_module(run_dir, checkpoint, trust).to(self.device)
+
+    def _flips(self) -> list[tuple[int, ...]]:
+        return [(), (2,), (3,), (4,)] if self.tta else [()]
+
+    def _slabs(self, module: Any, shape: Sequence[int]) -> list[Any]:
+        per_voxel = (self.num_classes + 1) * 4  # float32 logits + count map
+        budget = self.memory_budget // 2
+        if self.device.type == "cuda":
+            budget = min(budget, torch.cuda.mem_get_info(self.device)[0] // 4)
+        plane = int(np.prod(shape)) // shape[SLAB_AXIS]
+        max_len = max(1, budget // (per_voxel * plane))
+        roi = int(module.roi_size[SLAB_AXIS])
+        return plan_slabs(int(shape[SLAB_AXIS]), roi, float(module.overlap), max_len)
 
     @torch.no_grad()
     def probabilities(self, image: torch.Tensor) -> torch.Tensor:
-        """Mean softmax over runs (and mirrors with TTA) of a preprocessed (1, C, H, W, D) volume."""
+        """Mean softmax over runs (and mirrors with TTA) of a preprocessed (1, C, *S) volume: (K, *S) on the CPU,
+        float32 if it fits ``memory_budget``, else float16."""
+        shape = tuple(image.shape[2:])
+        passes = len(self.modules) * len(self._flips())
+        fits = self.num_classes * int(np.prod(shape)) * 4 <= self.memory_budget
+        dtype = torch.float32 if fits else torch.float16
+        total: torch.Tensor | None = None
         image = image.to(self.device)
-        flips: list[tuple[int, ...]] = [()]
-        if self.tta:
-            flips += [(2,), (3,), (4,)]
-        total = torch.zeros(1, self.num_classes, *image.shape[2:], device=self.device)
+        first = True
         for module in self.modules:
-            for dims in flips:
-                x = torch.flip(image, dims) if dims else image
-                p = module.predict_volume(x)
-                total += torch.flip(p, dims) if dims else p
-        return total / (len(self.modules) * len(flips))
+            slabs = self._slabs(module, shape)
+            for dims in self._flips():
 
-    def predict(self, image_paths: list[str]) -> tuple[np.ndarray, np.ndarray]:
-        """Label map (uint8/uint16) on the grid of the first input file, and the probabilities on that grid.
+                def consume(region: slice, p: torch.Tensor, dims: tuple[int, ...] = dims, first: bool = first) -> None:
+                    nonlocal total
+                    p = (torch.flip(p, dims) if dims else p)[0].to("cpu", torch.float32)
+                    if passes == 1 and fits and region == slice(0, shape[SLAB_AXIS]):
+                        total = p  # one pass, one slab: the stitched volume itself, no copy
+                        return
+                    if 2 in dims:  # the slab axis is mirrored: the region counts from the other end
+                        region = slice(shape[SLAB_AXIS] - region.stop, shape[SLAB_AXIS] - region.start)
+                    if total is None:
+                        total = torch.empty(self.num_classes, *shape, dtype=dtype)
+                    if passes > 1:
+                        p /= passes
+                    if first:
+                        total[:, region].copy_(p)
+                    else:
+                        total[:, region] += p
+
+                x = torch.flip(image, dims) if dims else image
+                predict_slabs(functools.partial(sliding_softmax, module), x, SLAB_AXIS, slabs, consume)
+                first = False
+                del x
+        assert total is not None
+        return total
+
+    def predict(self, image_paths: list[str], probabilities: bool = False) -> tuple[np.ndarray, np.ndarray | None]:
+        """Label map (uint8/uint16) on the grid of the first input file, and — with ``probabilities`` — the class
+        probabilities on that grid (float16, (K, *shape)); else None.
 
         NRRD/MHA/MHD inputs are converted to a temporary NIfTI (RAS affine from the ITK header) first.
         """
@@ -106,14 +186,40 @@ class Predictor:
                 while cause.__cause__ is not None:
                     cause = cause.__cause__
                 raise ValueError(f"{image_paths[0]}: cannot load ({type(cause).__name__}: {cause})") from err
-        return self._predict_loaded(data)
+        return self._predict_loaded(data, probabilities)
 
-    def _predict_loaded(self, data: Any) -> tuple[np.ndarray, np.ndarray]:
-        image = data["image"]  # MetaTensor (C, H, W, D) in the network's space
-        probs = self.probabilities(image.as_tensor()[None].float())[0].cpu()  # (K, H, W, D)
-        data["pred"] = MetaTensor(probs, meta=image.meta, applied_operations=image.applied_operations)
-        inverted = T.Invertd("pred", self.pre, orig_keys="image", nearest_interp=False)(data)["pred"]
-        probs_orig = inverted.as_tensor() if isinstance(inverted, MetaTensor) else torch.as_tensor(inverted)
-        labels = probs_orig.argmax(0).numpy()
-        dtype = np.uint8 if self.num_classes <= 255 else np.uint16
-        return labels.astype(dtype), probs_orig.numpy()
+    def _predict_loaded(self, data: Any, with_probs: bool = False) -> tuple[np.ndarray, np.ndarray | None]:
+        image = data["image"]  # MetaTensor (C, *S) in the network's space
+        mapping = inverse_map(image) if self.invert == "auto" else None
+        probs = self.probabilities(image.as_tensor()[None].float())  # (K, *S)
+        if mapping is not None:
+            del image
+            data.pop("image")  # the inversion needs only the map: free the network-space image first
+            return invert_labels(probs, mapping, self.label_dtype, with_probs)
+        return self._invert_monai(data, probs, with_probs)
+
+    def _invert_monai(self, data: Any, probs: torch.Tensor, with_probs: bool) -> tuple[np.ndarray, np.ndarray | None]:
+        """MONAI ``Invertd`` on groups of channels (as many as fit the budget in float64), running argmax."""
+        image = data["image"]
+        shape = tuple(int(s) for s in np.asarray(image.meta["spatial_shape"]).reshape(-1)[:3])
+        per_channel = int(np.prod(shape)) * 8 * 2  # float64 resampling output + its float32/transposed copies
+        group = max(1, min(self.num_classes, self.memory_budget // per_channel))
+        best = labels = None
+        out = np.zeros((self.num_classes, *shape), np.float16) if with_probs else None
+        for c0 in range(0, self.num_classes, group):
+            pred = MetaTensor(probs[c0 : c0 + group].float(), meta=image.meta)
+            pred.applied_operations = copy.deepcopy(image.applied_operations)
+            item: dict[Hashable, Any] = {"image": image, "pred": pred}
+            inv = T.Invertd("pred", self.pre, orig_keys="image", nearest_interp=False)(item)["pred"]
+            inv = inv.as_tensor() if isinstance(inv, MetaTensor) else torch.as_tensor(inv)
+            index = inv.argmax(0)  # the first maximum, like a single argmax over all channels
+            value = inv.gather(0, index[None])[0]
+            if best is None or labels is None:
+                best, labels = value, index
+            else:
+                better = value > best  # strict: ties keep the lower class, like argmax
+                best, labels = torch.where(better, value, best), torch.where(better, index + c0, labels)
+            if out is not None:
+                out[c0 : c0 + group] = inv.numpy().astype(np.float16)
+        assert labels is not None
+        return labels.numpy().astype(self.label_dtype), out

@@ -42,14 +42,11 @@ def _write_nifti(data: np.ndarray, reference: Path, tmp: Path) -> None:
     ref: Any = nib.load(str(reference))
     if tuple(ref.shape[:3]) != tuple(data.shape):
         raise ValueError(f"{reference}: prediction shape {data.shape} != input shape {tuple(ref.shape[:3])}")
-    header = ref.header.copy()
+    header = ref.header.copy()  # qform/sform, their codes, pixdim and units stay byte-identical
     header.set_data_dtype(data.dtype)
-    img = nib.Nifti1Image(data, ref.affine, header=header)
-    qform, qcode = ref.header.get_qform(coded=True)
-    sform, scode = ref.header.get_sform(coded=True)
-    img.set_qform(qform if qcode else ref.affine, code=int(qcode))
-    img.set_sform(sform if scode else ref.affine, code=int(scode))
-    img.header.set_slope_inter(1.0, 0.0)
+    header.set_slope_inter(1.0, 0.0)  # labels are stored as is, whatever scaling the image had
+    header["cal_min"], header["cal_max"] = 0.0, 0.0
+    img = nib.Nifti1Image(data, None, header=header)  # affine None: the header's geometry is written unchanged
     nib.save(img, str(tmp))
 
 

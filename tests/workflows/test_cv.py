@@ -125,8 +125,18 @@ def test_ddp_two_cpu_processes(tmp_path, msd_dataset_factory):
     data = msd_dataset_factory(tmp_path / "data", n_cases=6, fov_mm=40.0, seed=2)
     run = tmp_path / "ddp"
     overrides = [o for o in _overrides(data, epochs=2) if not o.startswith("cv.")]
-    cmd = [sys.executable, "-m", "medseg.cli", "train", "trainer=ddp", "trainer.accelerator=cpu", "trainer.devices=2",
-           "trainer.sync_batchnorm=false", f"hydra.run.dir={run}", *overrides]
+    cmd = [
+        sys.executable,
+        "-m",
+        "medseg.cli",
+        "train",
+        "trainer=ddp",
+        "trainer.accelerator=cpu",
+        "trainer.devices=2",
+        "trainer.sync_batchnorm=false",
+        f"hydra.run.dir={run}",
+        *overrides,
+    ]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env=env, cwd=tmp_path)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]

@@ -1,0 +1,204 @@
+"""``medseg export``: a trained run's network as TorchScript or ONNX, checked against PyTorch.
+
+Only the network is exported (eval mode, logits out; deep-supervision heads are inactive in eval mode). The input is
+the training patch: ``(B, in_channels, *roi)`` for 3D runs, ``(B, in_channels, H, W)`` for 2D runs, with the batch
+dimension dynamic. Preprocessing (reorientation, resampling to ``spacing``, normalisation) and the sliding window are
+not part of the graph: ``preprocessing.json`` of the run lists them and is copied into the report.
+
+The parity check runs the exported file (``torch.jit.load`` / ONNX Runtime on the CPU) and the PyTorch network on a
+fresh random input of the patch size (batch 2) and compares the logits: max |Δ| ≤ 1e-4 in float32. The report is
+printed and written as JSON beside the export (``<file>.json``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import tempfile
+import warnings
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from rich.console import Console
+from rich.markup import escape
+
+from medseg.data.io import atomic_write_json
+
+TOLERANCE = 1e-4
+FORMATS = {"torchscript": ".pt", "onnx": ".onnx"}
+ONNX_HINT = "ONNX export needs the optional packages onnx, onnxruntime and onnxscript: pip install 'medseg[export]'"
+
+console = Console(stderr=True)
+
+
+class ExportError(ValueError):
+    """A run cannot be exported (missing optional package, bad run dir, failed parity)."""
+
+
+def _example_input(prep: dict[str, Any], batch: int, seed: int) -> torch.Tensor:
+    roi = [int(r) for r in prep["roi_size"]]
+    spatial = roi[:2] if int(prep.get("spatial_dims", 3)) == 2 else roi
+    gen = torch.Generator().manual_seed(seed)
+    return torch.randn(batch, int(prep["in_channels"]), *spatial, generator=gen)
+
+
+def _atomic(out: Path, write: Callable[[str], None]) -> None:
+    fd, tmp = tempfile.mkstemp(dir=out.parent, prefix=f".{out.name}.", suffix=out.suffix)
+    os.close(fd)
+    try:
+        write(tmp)
+        os.replace(tmp, out)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _torchscript(net: torch.nn.Module, example: torch.Tensor, out: Path) -> Callable[[torch.Tensor], torch.Tensor]:
+    with torch.no_grad():
+        traced = torch.jit.trace(net, example, check_trace=False)
+    _atomic(out, lambda tmp: torch.jit.save(traced, tmp))
+    loaded = torch.jit.load(str(out), map_location="cpu").eval()
+
+    def run(x: torch.Tensor) -> torch.Tensor:
+        with torch.no_grad():
+            return loaded(x)
+
+    return run
+
+
+def _require_onnx() -> None:
+    try:
+        import onnx  # noqa: F401
+        import onnxruntime  # noqa: F401
+        import onnxscript  # noqa: F401
+    except ImportError as err:
+        raise ExportError(f"{ONNX_HINT} ({err})") from None
+
+
+def _onnx(net: torch.nn.Module, example: torch.Tensor, out: Path, opset: int | None) -> Callable[[torch.Tensor], Any]:
+    _require_onnx()
+    import onnxruntime as ort
+
+    batch = torch.export.Dim("batch", min=1, max=1024)
+
+    def write(tmp: str) -> None:
+        logging.getLogger("torch.onnx").setLevel(logging.ERROR)  # "torchvision is not installed" notes
+        with torch.no_grad(), warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            torch.onnx.export(
+                net,
+                (example,),
+                tmp,
+                input_names=["image"],
+                output_names=["logits"],
+                dynamic_shapes=({0: batch},),
+                opset_version=opset,
+                external_data=False,
+                dynamo=True,
+                verbose=False,
+            )
+
+    _atomic(out, write)
+    session = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"])
+    return lambda x: torch.from_numpy(session.run(["logits"], {"image": x.numpy()})[0])
+
+
+def export_run(
+    run_dir: str | Path,
+    fmt: str,
+    out: str | Path | None = None,
+    checkpoint: str = "best",
+    trust: bool = False,
+    opset: int | None = None,
+) -> dict[str, Any]:
+    """Export the network of ``run_dir`` to ``out`` (default ``<run_dir>/model.pt`` / ``model.onnx``), check parity
+    and write the report to ``<out>.json``. Returns the report; raises ``ExportError`` when parity fails."""
+    from medseg.inference.cases import is_run_dir
+    from medseg.inference.predictor import load_module
+
+    run_dir = Path(run_dir).expanduser()
+    if fmt not in FORMATS:
+        raise ExportError(f"--format must be one of {sorted(FORMATS)}, got {fmt!r}")
+    if not is_run_dir(run_dir):
+        raise ExportError(f"-m {run_dir}: not a train run dir (config.yaml + checkpoints/); for CV export a fold_<k>")
+    if fmt == "onnx":
+        _require_onnx()
+    prep = json.loads((run_dir / "preprocessing.json").read_text())
+    path = Path(out).expanduser() if out else run_dir / f"model{FORMATS[fmt]}"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    net = load_module(run_dir, checkpoint, trust).net.float().eval()
+    example = _example_input(prep, batch=1, seed=0)
+    run = _torchscript(net, example, path) if fmt == "torchscript" else _onnx(net, example, path, opset)
+    check = _example_input(prep, batch=2, seed=1)  # fresh values and another batch size than the trace
+    with torch.no_grad():
+        expected = net(check)
+    assert isinstance(expected, torch.Tensor), "the network must return one tensor in eval mode"
+    diff = float((run(check).float() - expected.float()).abs().max())
+    report = {
+        "format": fmt,
+        "file": str(path),
+        "run_dir": str(run_dir),
+        "checkpoint": checkpoint,
+        **_shapes(prep, check, expected),
+        "parity": {"max_abs_diff": diff, "tolerance": TOLERANCE, "passed": bool(diff <= TOLERANCE)},
+        "preprocessing": {k: prep.get(k) for k in ("spacing", "modality", "intensity_stats", "roi_size")},
+        "versions": _versions(fmt),
+    }
+    atomic_write_json(Path(f"{path}.json"), report)
+    if not np.isfinite(diff) or diff > TOLERANCE:
+        raise ExportError(f"{path}: parity check failed, max |Δlogits| = {diff:.3g} > {TOLERANCE:g} (see {path}.json)")
+    return report
+
+
+def _shapes(prep: dict[str, Any], check: torch.Tensor, expected: torch.Tensor) -> dict[str, Any]:
+    return {
+        "input_name": "image",
+        "output_name": "logits",
+        "input_shape": ["batch", *list(check.shape[1:])],
+        "output_shape": ["batch", *list(expected.shape[1:])],
+        "parity_input_shape": list(check.shape),
+        "spatial_dims": int(prep.get("spatial_dims", 3)),
+        "num_classes": int(prep["num_classes"]),
+    }
+
+
+def _versions(fmt: str) -> dict[str, str]:
+    versions = {"torch": str(torch.__version__)}
+    if fmt == "onnx":
+        import onnx
+        import onnxruntime
+
+        versions.update(onnx=onnx.__version__, onnxruntime=onnxruntime.__version__)
+    return versions
+
+
+def export_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="medseg export", description="Export a trained network with a parity check.")
+    p.add_argument("-m", "--model", required=True, metavar="RUN_DIR", help="train run dir (or one fold_<k> of a CV)")
+    p.add_argument("--format", required=True, choices=sorted(FORMATS), help="torchscript (.pt) or onnx (.onnx)")
+    p.add_argument("-o", "--output", default=None, metavar="FILE", help="default: RUN_DIR/model.pt or model.onnx")
+    p.add_argument("--checkpoint", choices=["best", "last"], default="best")
+    p.add_argument("--opset", type=int, default=None, help="ONNX opset (default: the exporter's)")
+    p.add_argument("--trust", action="store_true", help="allow config targets outside medseg/monai/torch/lightning")
+    return p
+
+
+def run_export(argv: list[str]) -> int:
+    """Run ``medseg export``; returns the exit code (1 on any error, parity failure included)."""
+    args = export_parser().parse_args(argv)
+    try:
+        report = export_run(args.model, args.format, args.output, args.checkpoint, args.trust, args.opset)
+    except (ExportError, ValueError, OSError) as err:
+        console.print(f"[bold red]medseg export: error:[/] {escape(str(err))}")
+        return 1
+    parity = report["parity"]
+    Console().print(
+        f"exported {escape(report['file'])} ({report['format']}, input {report['input_shape']}); parity vs PyTorch: "
+        f"max |Δlogits| = {parity['max_abs_diff']:.3g} ≤ {parity['tolerance']:g} → report {escape(report['file'])}.json"
+    )
+    return 0
