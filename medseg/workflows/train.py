@@ -86,6 +86,25 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     module = build(cfg.model, roi_size=dm.roi_size)
     trainer = build_trainer(cfg)
     last = run_dir / "checkpoints" / "last.ckpt"
+    resume_from, init = _resume_or_init(cfg, module, run_dir, last)
+    start = time.time()
+    try:
+        trainer.fit(module, datamodule=dm, ckpt_path=resume_from)
+    except FloatingPointError as err:
+        raise FloatingPointError(f"{err} ({checkpoint_note(last)})") from err
+    seconds = time.time() - start
+    metrics = _best_metrics(cfg, trainer, module, dm, run_dir, last)
+    metrics.update(train_seconds=round(seconds, 2), init_from=init or _previous_init(run_dir))
+    if dm.split.get("test"):
+        from medseg.workflows.test_eval import evaluate_test_cases
+
+        metrics["test"] = evaluate_test_cases(run_dir, dm, dm.split["test"])
+    atomic_write_json(run_dir / "metrics.json", metrics)
+    return metrics
+
+
+def _resume_or_init(cfg: DictConfig, module: Any, run_dir: Path, last: Path) -> tuple[str | None, dict | None]:
+    """Resume from ``last.ckpt`` when it exists (and ``resume``), else initialise from ``init_from`` if set."""
     resume_from = str(last) if cfg.get("resume", True) and last.is_file() else None
     init = None
     if cfg.get("init_from") and not resume_from:
@@ -96,38 +115,31 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         log.info("resuming from %s (%s epochs done)", resume_from, done)
     if done and done >= cfg.trainer.max_epochs:
         log.warning("%s: finished (%d epochs): nothing is retrained, best.ckpt is re-validated", run_dir, done)
-    start = time.time()
-    try:
-        trainer.fit(module, datamodule=dm, ckpt_path=resume_from)
-    except FloatingPointError as err:
-        raise FloatingPointError(f"{err} ({checkpoint_note(last)})") from err
-    seconds = time.time() - start
+    return resume_from, init
+
+
+def _best_metrics(cfg: DictConfig, trainer: L.Trainer, module: Any, dm: Any, run_dir: Path, last: Path) -> dict:
+    """Re-validate the best checkpoint (last.ckpt when no validation ran during fit) and collect metrics.json keys."""
     best = _checkpoint_callback(trainer).best_model_path
     # best.ckpt is saved at validation end (0-based epoch inside); without any validation during fit, use last.ckpt.
     best_epoch = int(torch.load(best, map_location="cpu", weights_only=True)["epoch"]) + 1 if best else None
     best = best or str(last)
     trainer.validate(module, datamodule=dm, ckpt_path=best, verbose=False)
     per_class = module.last_val["per_class"]
-    metrics = {
+    return {
         "val_dice": float(sum(per_class) / max(len(per_class), 1)),
         "val_dice_per_class": dict(zip(_class_names(dm), per_class, strict=False)),
         "val_per_case": dict(zip(module.last_val["cases"], module.last_val["per_case"], strict=False)),
         "best_epoch": best_epoch or int(trainer.current_epoch),
         "best_checkpoint": str(Path(best).relative_to(run_dir)),
         "epochs": int(trainer.current_epoch),
-        "train_seconds": round(seconds, 2),
-        "init_from": init or _previous_init(run_dir),
+        "train_seconds": None,
+        "init_from": None,
         "n_train": len(dm.split["train"]),
         "n_val": len(dm.split["val"]),
         "network": cfg.model.net._target_,
         "spatial_dims": dm.spatial_dims,
     }
-    if dm.split.get("test"):
-        from medseg.workflows.test_eval import evaluate_test_cases
-
-        metrics["test"] = evaluate_test_cases(run_dir, dm, dm.split["test"])
-    atomic_write_json(run_dir / "metrics.json", metrics)
-    return metrics
 
 
 def _previous_init(run_dir: Path) -> dict[str, Any] | None:
