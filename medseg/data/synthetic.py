@@ -47,25 +47,33 @@ def _ellipsoid(xyz: np.ndarray, centre: np.ndarray, radii: np.ndarray) -> np.nda
     return np.sqrt((((xyz - centre[:, None, None, None]) / radii[:, None, None, None]) ** 2).sum(0))
 
 
+Ellipsoid = tuple[np.ndarray, np.ndarray]  # (centre mm, radii mm)
+
+
+def render_phantom(
+    xyz: np.ndarray, body: Ellipsoid, organ: Ellipsoid, lesion: Ellipsoid
+) -> tuple[np.ndarray, np.ndarray]:
+    """Noise-free body/organ/lesion intensities (soft edges) and the label map (organ 1, lesion 2) at world points
+    ``xyz`` (3, *shape) — the same object on any grid."""
+    fields = [_ellipsoid(xyz, np.asarray(c, float), np.asarray(r, float)) for c, r in (body, organ, lesion)]
+    label = np.zeros(xyz.shape[1:], np.uint8)
+    label[fields[1] < 1] = 1
+    label[fields[2] < 1] = 2
+    soft = [1.0 / (1.0 + np.exp((f - 1.0) * 12.0)) for f in fields]
+    return 0.25 * soft[0] + 0.45 * soft[1] + 0.5 * soft[2], label
+
+
 def synth_case(
     rng: np.random.Generator, fov_mm: float = 96.0, spacing_range: tuple[float, float] = (1.2, 2.2), noise: float = 0.12
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """One demo case: ``(image float32, label uint8, affine)``."""
     affine, shape = random_affine(rng, fov_mm, spacing_range)
     xyz = world_grid(affine, shape)
-    body = _ellipsoid(xyz, rng.uniform(-3, 3, 3), rng.uniform(38, 44, 3))
+    body = (rng.uniform(-3, 3, 3), rng.uniform(38, 44, 3))
     organ_c = rng.uniform(-10, 10, 3)
-    organ = _ellipsoid(xyz, organ_c, rng.uniform(16, 24, 3))
-    lesion_c = organ_c + rng.uniform(-6, 6, 3)
-    lesion = _ellipsoid(xyz, lesion_c, np.full(3, rng.uniform(8, 11)))
-    label = np.zeros(shape, np.uint8)
-    label[organ < 1] = 1
-    label[lesion < 1] = 2
-
-    def soft(field: np.ndarray) -> np.ndarray:
-        return 1.0 / (1.0 + np.exp((field - 1.0) * 12.0))
-
-    image = 0.25 * soft(body) + 0.45 * soft(organ) + 0.5 * soft(lesion)
+    organ = (organ_c, rng.uniform(16, 24, 3))
+    lesion = (organ_c + rng.uniform(-6, 6, 3), np.full(3, rng.uniform(8, 11)))
+    image, label = render_phantom(xyz, body, organ, lesion)
     bias = 1.0 + 0.15 * np.einsum("i,i...->...", rng.normal(size=3), xyz / fov_mm)
     image = image * bias * rng.uniform(0.8, 1.25) + rng.normal(0, noise, shape)
     return image.astype(np.float32), label, affine

@@ -7,7 +7,7 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 
-from medseg.data.synthetic import _ellipsoid, world_grid
+from medseg.data import synthetic
 
 
 def make_affine(
@@ -38,18 +38,11 @@ def make_affine(
 
 def render_phantom(affine: np.ndarray, shape: tuple[int, ...], seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
     """The same world-space body/organ/lesion object (like ``synth_case``'s) sampled on any grid: (image, label)."""
-    xyz = world_grid(affine, shape)
-    body = _ellipsoid(xyz, np.array([1.0, -2.0, 0.5]), np.array([40.0, 36.0, 42.0]))
-    organ = _ellipsoid(xyz, np.array([5.0, -5.0, 3.0]), np.array([19.0, 15.0, 17.0]))
-    lesion = _ellipsoid(xyz, np.array([10.0, -3.0, -1.0]), np.array([9.0, 9.0, 9.0]))
-    label = np.zeros(shape, np.uint8)
-    label[organ < 1] = 1
-    label[lesion < 1] = 2
-
-    def soft(field: np.ndarray) -> np.ndarray:
-        return 1.0 / (1.0 + np.exp((field - 1.0) * 12.0))
-
-    image = 0.25 * soft(body) + 0.45 * soft(organ) + 0.5 * soft(lesion)
+    xyz = synthetic.world_grid(affine, shape)
+    body = (np.array([1.0, -2.0, 0.5]), np.array([40.0, 36.0, 42.0]))
+    organ = (np.array([5.0, -5.0, 3.0]), np.array([19.0, 15.0, 17.0]))
+    lesion = (np.array([10.0, -3.0, -1.0]), np.array([9.0, 9.0, 9.0]))
+    image, label = synthetic.render_phantom(xyz, body, organ, lesion)
     image = image + np.random.default_rng(seed).normal(0, 0.05, shape)
     return image.astype(np.float32), label
 

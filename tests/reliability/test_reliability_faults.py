@@ -19,6 +19,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from tiny_runs import tiny_train_overrides
 
 from medseg import cli
 from medseg.config import compose_config
@@ -31,20 +32,7 @@ REPO = Path(__file__).resolve().parents[2]
 
 
 def _overrides(root: Path, epochs: int, every: int = 1) -> list[str]:
-    return [
-        "data=nifti",
-        f"data.root={root}",
-        "model/net=unet",
-        "model.net.channels=[8,16,32]",
-        "data.patch_size=[16,16,16]",
-        "data.spacing=[2.0,2.0,2.0]",
-        "data.val_fraction=0.34",
-        "data.num_workers=0",
-        f"trainer.max_epochs={epochs}",
-        f"trainer.check_val_every_n_epoch={every}",
-        "callbacks.progress_bar=null",
-        "+trainer.enable_progress_bar=false",
-    ]
+    return tiny_train_overrides(root, epochs, every)
 
 
 def _sha(path: Path) -> str:

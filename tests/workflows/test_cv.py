@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from tiny_runs import tiny_train_overrides
 
 from medseg.config import compose_config
 from medseg.data.discovery import DatasetError
@@ -70,21 +71,7 @@ def test_user_split_file_wins_and_is_copied(tmp_path):
 
 
 def _overrides(root: Path, epochs: int = 8) -> list[str]:
-    return [
-        "data=nifti",
-        f"data.root={root}",
-        "model/net=unet",
-        "model.net.channels=[8,16,32]",
-        "data.patch_size=[16,16,16]",
-        "data.spacing=[2.0,2.0,2.0]",
-        "data.val_fraction=0.34",
-        "data.num_workers=0",
-        f"trainer.max_epochs={epochs}",
-        "trainer.check_val_every_n_epoch=2",
-        "callbacks.progress_bar=null",
-        "+trainer.enable_progress_bar=false",
-        "cv.folds=2",
-    ]
+    return [*tiny_train_overrides(root, epochs, every=2), "cv.folds=2"]
 
 
 def test_cv_end_to_end_resume_and_aggregate(tmp_path, msd_dataset_factory):

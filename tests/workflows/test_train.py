@@ -18,6 +18,7 @@ import numpy as np
 import pytest
 import torch
 from omegaconf import OmegaConf
+from tiny_runs import tiny_train_overrides
 
 from medseg.config import build, compose_config
 from medseg.data.synthetic import save_nifti
@@ -29,20 +30,7 @@ METRIC_KEYS = {"val_dice", "val_dice_per_class", "best_epoch", "epochs", "train_
 
 
 def _overrides(root: Path, epochs: int = EPOCHS, every: int = 2) -> list[str]:
-    return [
-        "data=nifti",
-        f"data.root={root}",
-        "model/net=unet",
-        "model.net.channels=[8,16,32]",
-        "data.patch_size=[16,16,16]",
-        "data.spacing=[2.0,2.0,2.0]",
-        "data.val_fraction=0.34",
-        "data.num_workers=0",
-        f"trainer.max_epochs={epochs}",
-        f"trainer.check_val_every_n_epoch={every}",
-        "callbacks.progress_bar=null",
-        "+trainer.enable_progress_bar=false",
-    ]
+    return tiny_train_overrides(root, epochs, every)
 
 
 @pytest.fixture
