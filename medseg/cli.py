@@ -24,6 +24,7 @@ commands:
   compare     paired test between two runs              medseg compare RUN_A RUN_B [--metric dice_mean]
   check-data  validate a dataset, list every problem   medseg check-data data.root=PATH [--json] [-o REPORT.json]
   export      ONNX / TorchScript export + parity check  medseg export -m RUN_DIR --format onnx|torchscript [-o FILE]
+  plot        training curves (train, CV, Turbolift)    medseg plot RUN_DIR [-o OUT_PNG]
 
 Hydra options work after the command: --cfg job, --help, -m (multirun), --config-dir DIR, hydra.run.dir=PATH.
 """
@@ -63,28 +64,55 @@ def _guarded(name: str, fn: Callable[[], Any]) -> Any:
         raise SystemExit(1) from None
 
 
+def _checked(workflow: Callable[[Any], Any], cfg: Any) -> Any:
+    """Run ``workflow(cfg)`` after checking that the configured loggers' packages are installed."""
+    from medseg.training.loggers import check_loggers
+
+    check_loggers(cfg.get("logger"))
+    return workflow(cfg)
+
+
+def _plot_curves(run_dir: Any) -> None:
+    """Write ``training_curves.png`` of a finished run; a failure only warns (the run itself succeeded)."""
+    if os.environ.get("RANK", os.environ.get("LOCAL_RANK", "0")) != "0":
+        return  # DDP: rank 0 draws
+    try:
+        from medseg.viz import plot_training_curves
+
+        path = plot_training_curves(run_dir)
+    except Exception as err:  # noqa: BLE001 - a picture must never fail a finished run
+        console.print(
+            f"[yellow]medseg: warning: training curves not drawn: {escape(f'{type(err).__name__}: {err}')}[/]"
+        )
+        return
+    console.print(f"training curves: {escape(str(path))}")
+
+
 def _train_task(cfg: Any) -> None:
     from medseg.report import print_train_summary
     from medseg.workflows.train import train
 
-    metrics = _guarded("train", lambda: train(cfg))
+    metrics = _guarded("train", lambda: _checked(train, cfg))
     print_train_summary(metrics, cfg.paths.output_dir)
+    _plot_curves(cfg.paths.output_dir)
 
 
 def _cv_task(cfg: Any) -> None:
     from medseg.report import print_cv_summary
     from medseg.workflows.cv import cross_validate
 
-    summary = _guarded("cv", lambda: cross_validate(cfg))
+    summary = _guarded("cv", lambda: _checked(cross_validate, cfg))
     print_cv_summary(summary, cfg.paths.output_dir)
+    _plot_curves(cfg.paths.output_dir)
 
 
 def _turbolift_task(cfg: Any) -> None:
     from medseg.report import print_turbolift_summary
     from medseg.workflows.turbolift import turbolift
 
-    summary = _guarded("turbolift", lambda: turbolift(cfg))
+    summary = _guarded("turbolift", lambda: _checked(turbolift, cfg))
     print_turbolift_summary(summary, cfg.paths.output_dir)
+    _plot_curves(cfg.paths.output_dir)
 
 
 def _cv_aggregate(args: list[str]) -> None:
@@ -122,6 +150,20 @@ def _check_data_command(args: list[str]) -> None:
     code = _guarded("check-data", lambda: run_check_data(args))
     if code:
         raise SystemExit(code)
+
+
+def _plot_command(args: list[str]) -> None:
+    """``medseg plot RUN_DIR [-o OUT_PNG]``: training curves of a train, CV or Turbolift run."""
+    import argparse
+
+    from medseg.viz import plot_training_curves
+
+    parser = argparse.ArgumentParser(prog="medseg plot", description="Training curves of a train/CV/Turbolift run.")
+    parser.add_argument("run_dir", metavar="RUN_DIR", help="run directory (logs/metrics.csv, fold_<k>/, stage_*/)")
+    parser.add_argument("-o", "--output", metavar="OUT_PNG", default=None, help="default RUN_DIR/training_curves.png")
+    ns = parser.parse_args(args)
+    path = _guarded("plot", lambda: plot_training_curves(ns.run_dir, ns.output))
+    print(path)
 
 
 def run_predict_command(args: list[str]) -> int:
@@ -169,6 +211,8 @@ def main(argv: list[str] | None = None) -> None:
         _check_data_command(rest)
     elif command == "turbolift":
         _hydra_command("turbolift", _turbolift_task, rest)
+    elif command == "plot":
+        _plot_command(rest)
     elif command == "export":
         code = run_export_command(rest)
         if code:

@@ -14,7 +14,7 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from medseg.data.io import atomic_write_json, strip_suffix
+from medseg.data.io import atomic_write_json, is_image_file, strip_suffix
 from medseg.inference.cases import list_cases, resolve_runs
 
 console = Console(stderr=True)
@@ -42,6 +42,17 @@ def predict_parser() -> argparse.ArgumentParser:
         help="network-space probabilities stay float32 up to this size, float16 beyond (default: 1/4 of the RAM)",
     )
     p.add_argument("--trust", action="store_true", help="allow config targets outside medseg/monai/torch/lightning")
+    p.add_argument(
+        "--preview",
+        action="store_true",
+        help="also write OUT_DIR/<case>_preview.png: axial/coronal/sagittal overlay of the prediction on the image",
+    )
+    p.add_argument(
+        "--preview-labels",
+        default=None,
+        metavar="DIR",
+        help="reference labels (<case>.nii.gz, ...) shown as an extra row of the previews; implies --preview",
+    )
     return p
 
 
@@ -91,6 +102,53 @@ def _predict_case(predictor: Any, case: str, files: list[str], out: Path, args: 
     return f"{time.time() - start:.1f} s"
 
 
+class _Preview:
+    """What the ``--preview`` PNGs need besides a case: reference labels by case name, class names by value."""
+
+    def __init__(self, labels_dir: str | None, runs: list[Path]) -> None:
+        self.labels: dict[str, Path] | None = None
+        if labels_dir is not None:
+            folder = Path(labels_dir).expanduser()
+            if not folder.is_dir():
+                raise ValueError(f"--preview-labels {folder}: not a folder")
+            self.labels = {strip_suffix(f.name): f for f in sorted(folder.iterdir()) if is_image_file(f)}
+        self.class_names: dict[int, str] = {}
+        metrics = runs[0] / "metrics.json"
+        if metrics.is_file():  # val_dice_per_class lists the foreground classes 1..n by name
+            names = json.loads(metrics.read_text()).get("val_dice_per_class") or {}
+            self.class_names = {i: str(n) for i, n in enumerate(names, start=1)}
+
+    def write(self, case: str, image: str, prediction: Path) -> str:
+        """Write ``<case>_preview.png`` beside the prediction; returns the note for the results table."""
+        from medseg.viz import save_overlay
+
+        label = self.labels.get(case) if self.labels is not None else None
+        png = preview_path(prediction.parent, case)
+        save_overlay(image, prediction, png, label=label, title=case, class_names=self.class_names)
+        return "preview written" + (" (no label found)" if self.labels is not None and label is None else "")
+
+
+def preview_path(out_dir: Path, case: str) -> Path:
+    """Where ``--preview`` writes the overlay of ``case``."""
+    return out_dir / f"{case}_preview.png"
+
+
+def _run_case(predictor: Any, case: str, files: list[str], out: Path, args: Any, preview: _Preview | None) -> str:
+    """Predict one case unless its output exists; the preview follows the prediction (missing ones are added)."""
+    if out.exists() and not args.overwrite:
+        status = "exists (skipped; --overwrite to redo)"
+        draw = preview is not None and not preview_path(out.parent, case).exists()
+    else:
+        status = "ok " + _predict_case(predictor, case, files, out, args)
+        draw = preview is not None
+    if draw and preview is not None:
+        try:
+            status += "; " + preview.write(case, files[0], out)
+        except Exception as err:  # noqa: BLE001 - reported in the table; the prediction itself is written
+            status = f"FAILED: preview: {type(err).__name__}: {err} (prediction {status})"
+    return status
+
+
 def run_predict(argv: list[str]) -> int:
     """Run ``medseg predict``; returns the exit code (1 if any case failed)."""
     from medseg.inference.predictor import Predictor
@@ -106,6 +164,7 @@ def run_predict(argv: list[str]) -> int:
         predictor = Predictor(runs, args.device, args.checkpoint, tta=args.tta, trust=args.trust, memory_budget=budget)
         in_channels = int(json.loads((runs[0] / "preprocessing.json").read_text())["in_channels"])
         cases, rejected = list_cases(inp, in_channels)
+        preview = _Preview(args.preview_labels, runs) if args.preview or args.preview_labels else None
     except (ValueError, OSError) as err:
         console.print(f"[bold red]medseg predict: error:[/] {escape(str(err))}")
         return 1
@@ -118,13 +177,10 @@ def run_predict(argv: list[str]) -> int:
         for case, files in cases:
             out = out_dir / _out_name(case, files[0], args.format)
             try:
-                if out.exists() and not args.overwrite:
-                    results[case] = "exists (skipped; --overwrite to redo)"
-                else:
-                    results[case] = "ok " + _predict_case(predictor, case, files, out, args)
+                results[case] = _run_case(predictor, case, files, out, args, preview)
             except Exception as err:  # noqa: BLE001 - one bad case must not stop the batch
                 results[case] = f"FAILED: {type(err).__name__}: {err}"
-                failed += 1
+            failed += results[case].startswith("FAILED")
             progress.advance(task)
     _summary(results, out_dir, runs)
     return 1 if failed else 0

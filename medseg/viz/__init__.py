@@ -1,0 +1,6 @@
+"""Pictures of runs and predictions: training curves and image/label overlays (matplotlib, Agg canvas)."""
+
+from medseg.viz.curves import plot_training_curves
+from medseg.viz.overlay import save_overlay
+
+__all__ = ["plot_training_curves", "save_overlay"]
