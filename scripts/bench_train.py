@@ -5,7 +5,9 @@ Nets (``--nets`` picks a subset):
 
 * ``attention_unet``: ours, from the packaged Hydra config ``model/net=attention_unet`` (``medseg.nets.UNet`` with
   Oktay attention gates on every skip).
-* ``unet``: ours, ``model/net=unet`` (the same U-Net with plain skips).
+* ``attention_unet_no_gates``: ``model/net=attention_unet ~model/net/skip_gate``, the same net with plain skips
+  (``attention_unet / attention_unet_no_gates`` is what the gates cost).
+* ``unet``: ours, ``model/net=unet`` (the classic U-Net: plain skips and two convs per decoder level).
 * ``monai_attention_unet``: ``monai.networks.nets.AttentionUnet(channels=widths, strides=(2,) * (len(widths) - 1))``;
   its ``channels`` are all levels including the bottleneck, like ours.
 * ``monai_basic_unet``: ``monai.networks.nets.BasicUNet(features=...)``. BasicUNet always has 5 encoder levels (4
@@ -26,9 +28,11 @@ Examples::
 
     # quick CPU smoke test
     python scripts/bench_train.py --device cpu --patch 32 --warmup 1 --repeats 2
-    # CPU defaults: widths 16 32 64 128, batch 2, patch 64, fp32, 5 repeats
+    # CPU defaults: widths 32 64 128 256, batch 2, patch 64, fp32, 5 repeats
     python scripts/bench_train.py --device cpu --threads 2 --json /tmp/bench_cpu.json
-    # GPU defaults: widths 32 64 128 256, batch 2, patch 128, bf16 autocast, 20 repeats (the kernels.md anchors)
+    # our nets through torch.compile (the first-step time, compile included, is reported separately)
+    python scripts/bench_train.py --device cpu --compile --nets attention_unet monai_attention_unet
+    # GPU defaults: widths 32 64 128 256, batch 2, patch 128, bf16 autocast, 20 repeats (the targets)
     python scripts/bench_train.py --json bench_gpu.json
     # only the two attention U-Nets
     python scripts/bench_train.py --nets attention_unet monai_attention_unet
@@ -53,10 +57,11 @@ from typing import Any
 import torch
 from torch import nn
 
-NETS = ("attention_unet", "unet", "monai_attention_unet", "monai_basic_unet")
+NETS = ("attention_unet", "attention_unet_no_gates", "unet", "monai_attention_unet", "monai_basic_unet")
 # (name, numerator net, denominator net): time ratios reported when both nets ran.
 RATIOS = (
     ("monai_attention_unet / attention_unet", "monai_attention_unet", "attention_unet"),
+    ("attention_unet / attention_unet_no_gates", "attention_unet", "attention_unet_no_gates"),
     ("attention_unet / unet", "attention_unet", "unet"),
     ("unet / monai_basic_unet", "unet", "monai_basic_unet"),
 )
@@ -68,7 +73,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0], formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("--device", choices=("cpu", "cuda"), default=None, help="default: cuda if available")
     p.add_argument(
-        "--widths", type=int, nargs="+", default=None, help="default: 16 32 64 128 (CPU), 32 64 128 256 (GPU)"
+        "--widths", type=int, nargs="+", default=[32, 64, 128, 256], help="widths per level (default 32 64 128 256)"
     )
     p.add_argument("--batch", type=int, default=2)
     p.add_argument("--patch", type=int, default=None, help="cubic patch edge; default 64 (CPU), 128 (GPU)")
@@ -78,6 +83,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--amp", choices=("bf16", "none"), default=None, help="default bf16 (GPU), none (CPU)")
     p.add_argument("--nets", nargs="+", choices=NETS, default=list(NETS))
     p.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: torch's choice)")
+    p.add_argument(
+        "--compile", action="store_true", help="torch.compile our nets (model.compile=true); MONAI's stay eager"
+    )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--json", type=Path, default=None, help="write the results here")
     p.add_argument("--_single", choices=NETS, default=None, help=argparse.SUPPRESS)
@@ -87,7 +95,6 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     if args.device == "cuda" and not torch.cuda.is_available():
         p.error("--device cuda but torch.cuda.is_available() is False")
     gpu = args.device == "cuda"
-    args.widths = args.widths or ([32, 64, 128, 256] if gpu else [16, 32, 64, 128])
     args.patch = args.patch or (128 if gpu else 64)
     args.repeats = args.repeats or (20 if gpu else 5)
     args.amp = args.amp or ("bf16" if gpu else "none")
@@ -106,7 +113,7 @@ def basic_unet_features(widths: Sequence[int]) -> tuple[int, ...]:
     return (*enc, widths[0])
 
 
-def _ours(variant: str, args: argparse.Namespace) -> nn.Module:
+def _ours(variant: str, args: argparse.Namespace, extra: Sequence[str] = ()) -> nn.Module:
     from medseg.config import build, compose_config
 
     widths = "[" + ",".join(map(str, args.widths)) + "]"
@@ -116,6 +123,7 @@ def _ours(variant: str, args: argparse.Namespace) -> nn.Module:
         f"model.net.channels={widths}",
         f"data.num_classes={args.classes}",
         "data.in_channels=1",
+        *extra,
     ]
     return build(compose_config("train", overrides).model.net)
 
@@ -125,6 +133,9 @@ def build_net(name: str, args: argparse.Namespace) -> tuple[nn.Module, str]:
     from monai.networks.nets import AttentionUnet, BasicUNet
 
     w = tuple(args.widths)
+    if name == "attention_unet_no_gates":  # the same net with plain skips: what the gates cost
+        net = _ours("attention_unet", args, ["~model/net/skip_gate"])
+        return net, f"medseg config model/net=attention_unet ~model/net/skip_gate, channels={list(w)}"
     if name in ("attention_unet", "unet"):
         return _ours(name, args), f"medseg config model/net={name}, channels={list(w)}"
     if name == "monai_attention_unet":
@@ -239,10 +250,14 @@ def bench_one(name: str, args: argparse.Namespace) -> dict[str, Any]:
     mem0 = _mem_start(args.device)
     net, desc = build_net(name, args)
     net = net.to(args.device).train()
-    step = make_step(net, args)
+    compiled = args.compile and not name.startswith("monai_")
+    step = make_step(torch.compile(net) if compiled else net, args)
+    compile_s = None
     for i in range(max(args.warmup, 1)):
+        start = time.perf_counter()
         logits = step(*_batch(args, gen))
         if i == 0:
+            compile_s = time.perf_counter() - start if compiled else None  # first step = compile + one step
             _check(name, logits, step.last_loss, args)  # type: ignore[attr-defined]
         del logits
     times = []
@@ -262,6 +277,8 @@ def bench_one(name: str, args: argparse.Namespace) -> dict[str, Any]:
         "peak_mem_bytes": _mem_peak(args.device, mem0),
         "peak_mem_kind": "cuda max_memory_allocated" if args.device == "cuda" else "RSS high-water growth",
         "final_loss": float(step.last_loss),  # type: ignore[attr-defined]
+        "compiled": compiled,
+        "first_step_s": compile_s,
     }
 
 
@@ -294,7 +311,7 @@ def _child_argv(args: argparse.Namespace, name: str, out: Path) -> list[str]:
         "--json",
         str(out),
     ]
-    return argv + (["--threads", str(args.threads)] if args.threads else [])
+    return argv + (["--threads", str(args.threads)] if args.threads else []) + (["--compile"] if args.compile else [])
 
 
 def bench_subprocess(name: str, args: argparse.Namespace) -> dict[str, Any]:
@@ -399,7 +416,8 @@ def print_report(results: dict[str, dict[str, Any]], args: argparse.Namespace, m
     )
     print_table(title, head, rows)
     for r in results.values():
-        print(f"  {r['net']}: {r['config']}")
+        first = f"; compiled, first step (compile + step) {r['first_step_s']:.0f} s" if r.get("compiled") else ""
+        print(f"  {r['net']}: {r['config']}{first}")
     for label, value in ratios(results).items():
         print(f"  time ratio {label}: {value:.2f}")
 
