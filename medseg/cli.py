@@ -39,6 +39,8 @@ def _hydra_command(config_name: str, task: Callable[[Any], Any], args: list[str]
     for arg in args:  # an unwritable run dir: one clear line now rather than Hydra's traceback later
         key, sep, value = arg.partition("=")
         if sep and key in ("hydra.run.dir", "hydra.sweep.dir"):
+            if len(value) > 1 and value[0] == value[-1] and value[0] in "'\"":  # Hydra's quoted value
+                value = value[1:-1]
             _guarded(config_name, functools.partial(check_creatable, value, key))
     # Keep argv[0] (Lightning's DDP launcher re-runs it for ranks > 0) and remember the command for those ranks.
     os.environ["MEDSEG_COMMAND"] = config_name

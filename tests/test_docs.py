@@ -347,15 +347,20 @@ class UserShell:
         self.composer = Composer()
 
     def run_block(self, block: str, where: str) -> None:
-        for words in command_lines(block):
-            assert not {"&&", "|", ";", "||"} & set(words), f"{where}: one command per line please: {words}"
-            self.run(words, where)
+        for line in command_lines(block):
+            assert not {"|", ";", "||"} & set(line), f"{where}: one command per line please: {line}"
+            for words in split_chain(line):  # the README's quick start chains install && run
+                self.run(words, where)
 
     def run(self, words: list[str], where: str) -> None:
         env, words = split_env(words)
         words = expand_tilde(words)
         if words[:2] == ["pip", "install"]:  # the test runs in the installed package; the extras must exist
             check_pip_extras(words, where)
+            return
+        if words[:3] == ["python", "-m", "pytest"]:  # not run inside pytest: it must be what CI runs
+            ci = (Path(__file__).resolve().parents[1] / ".ci" / "run").read_text()
+            assert shlex.join(words) in ci, f"{where}: `{shlex.join(words)}` is not the test command of .ci/run"
             return
         if tuple(words) in self.done:  # README's quick start repeats the first steps of docs/quickstart.md
             return
