@@ -19,9 +19,11 @@ def print_train_summary(metrics: dict[str, Any], run_dir: str) -> None:
     console = Console()
     console.print(table)
     m = metrics
+    wait = m.get("data_wait_fraction")
+    waiting = "" if wait is None else f" · {100 * wait:.0f}% of step time waiting for data"
     console.print(
         f"best epoch {m['best_epoch']} of {m['epochs']} · {m['n_train']} train / {m['n_val']} val cases · "
-        f"{m['train_seconds']:.0f} s\nrun dir: {run_dir}  (config.yaml, checkpoints/, logs/, metrics.json)"
+        f"{m['train_seconds']:.0f} s{waiting}\nrun dir: {run_dir}  (config.yaml, checkpoints/, logs/, metrics.json)"
     )
 
 

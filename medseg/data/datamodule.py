@@ -3,18 +3,42 @@
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import lightning as L
 import numpy as np
+import torch
 from monai.data import CacheDataset, DataLoader, Dataset
+from monai.transforms import Compose
 
+from medseg.data.cache import DiskCache, DiskCacheDataset
 from medseg.data.checks import check_dataset, raise_on_errors
 from medseg.data.discovery import DatasetError, DatasetSpec, discover
 from medseg.data.synthetic import make_demo_dataset
-from medseg.data.transforms import intensity_stats, train_transforms, val_transforms
+from medseg.data.transforms import disk_cached, intensity_stats, preprocess, train_transforms, val_transforms
+
+CACHE_MODES = ("memory", "disk", "none")
+
+
+def cache_mode(cache: str | bool | None) -> str:
+    """``data.cache`` as one of ``memory``, ``disk``, ``none`` (old configs: ``true`` = memory, ``false`` = none)."""
+    if cache is True or cache is False or cache is None:
+        return "memory" if cache else "none"
+    mode = str(cache).lower()
+    if mode in ("true", "false"):
+        return "memory" if mode == "true" else "none"
+    if mode not in CACHE_MODES:
+        raise ValueError(f"data.cache must be one of {', '.join(CACHE_MODES)} (or true/false), got {cache!r}")
+    return mode
+
+
+def default_cache_dir() -> Path:
+    """``$MEDSEG_CACHE/preprocessed`` (``~/.cache/medseg/preprocessed``): where ``data.cache=disk`` writes."""
+    return Path(os.environ.get("MEDSEG_CACHE") or "~/.cache/medseg").expanduser() / "preprocessed"
+
 
 log = logging.getLogger(__name__)
 
@@ -47,8 +71,14 @@ class SegDataModule(L.LightningDataModule):
         pos_fraction: share of patches centred on foreground.
         val_fraction: share of training cases held out for validation (seeded).
         seed: split seed.
-        num_workers: data-loader workers.
-        cache: cache the deterministic preprocessing in memory.
+        num_workers: data-loader workers (also the threads that fill the caches).
+        cache: where the deterministic preprocessing is cached: ``memory`` (MONAI CacheDataset, rebuilt by every run
+            and fold), ``disk`` (load, RAS, resample, crop, and MRI's per-case z-score as ``.npy`` files under
+            ``cache_dir``, built once and read back memory-mapped by later epochs, folds and runs; CT's dataset
+            normalisation runs on top) or ``none``. ``true``/``false`` (old configs) = memory/none.
+        cache_dir: root of the disk caches (None: ``$MEDSEG_CACHE/preprocessed``).
+        pin_memory: page-locked batches for faster host→GPU copies; None = when the trainer runs on CUDA.
+        prefetch_factor: batches each worker loads ahead (num_workers > 0).
         augment: probabilities of ``flip``, ``rotate90``, ``intensity``, ``noise``.
         num_classes / in_channels: filled in from the dataset when None.
     """
@@ -68,7 +98,10 @@ class SegDataModule(L.LightningDataModule):
         val_fraction: float = 0.2,
         seed: int = 12345,
         num_workers: int = 2,
-        cache: bool = True,
+        cache: str | bool = "memory",
+        cache_dir: str | None = None,
+        pin_memory: bool | None = None,
+        prefetch_factor: int = 2,
         augment: dict[str, float] | None = None,
         num_classes: int | None = None,
         in_channels: int | None = None,
@@ -89,7 +122,13 @@ class SegDataModule(L.LightningDataModule):
                 f"data.samples_per_volume={samples_per_volume}"
             )
         self.batch_size, self.samples_per_volume, self.pos_fraction = batch_size, samples_per_volume, pos_fraction
-        self.val_fraction, self.seed, self.num_workers, self.cache = val_fraction, seed, num_workers, cache
+        self.val_fraction, self.seed, self.num_workers = val_fraction, seed, num_workers
+        self.cache = cache_mode(cache)
+        self.cache_dir = Path(cache_dir).expanduser() if cache_dir else default_cache_dir()
+        if prefetch_factor < 1:
+            raise ValueError(f"data.prefetch_factor must be >= 1, got {prefetch_factor}")
+        self.pin_memory, self.prefetch_factor = pin_memory, prefetch_factor
+        self._datasets: dict[str, tuple[Any, Any]] = {}
         self.augment = dict(augment or {})
         self.num_classes, self.in_channels = num_classes, in_channels
         self.spec: DatasetSpec | None = None
@@ -144,33 +183,72 @@ class SegDataModule(L.LightningDataModule):
         by_id = {c["id"]: c for c in self.spec.cases}
         return [{"image": by_id[i]["image"], "label": by_id[i]["label"], "case": i} for i in ids]
 
+    def disk_cache(self) -> tuple[DiskCache, int]:
+        """The disk cache of this dataset and preprocessing (``data.cache=disk``) and how many transforms it stores."""
+        assert self.spacing is not None, "call prepare_dataset() first"
+        n_cached, settings = disk_cached(self.spacing, self.modality)
+        return DiskCache(self.cache_dir, self.root, settings), n_cached
+
+    def prepare_data(self) -> None:
+        """``data.cache=disk``: preprocess every case that is not cached yet (Lightning: once per node, rank 0)."""
+        if self.cache == "disk" and self.spec is not None:
+            ids = sorted(set(self.split.get("train", [])) | set(self.split.get("val", [])))
+            cache, n_cached = self.disk_cache()
+            build = Compose(preprocess(self.spacing or [], self.modality, self.stats)[:n_cached])
+            cache.ensure(self._items(ids), build, threads=max(1, self.num_workers))
+
     def setup(self, stage: str | None = None) -> None:
         assert self.spacing is not None
-        t_train = train_transforms(
-            self.spacing,
-            self.modality,
-            self.stats,
-            self.patch,
-            self.samples_per_volume,
-            self.pos_fraction,
-            self.augment,
-        )
         t_val = val_transforms(self.spacing, self.modality, self.stats)
-        make = (
-            (lambda d, t: CacheDataset(d, t, num_workers=self.num_workers, progress=False)) if self.cache else Dataset
-        )
-        self.train_ds = make(self._items(self.split["train"]), t_train)
-        self.val_ds = make(self._items(self.split["val"]), t_val)
+        self.val_ds = self._dataset("val", t_val)
+        if stage in (None, "fit"):
+            t_train = train_transforms(
+                self.spacing,
+                self.modality,
+                self.stats,
+                self.patch,
+                self.samples_per_volume,
+                self.pos_fraction,
+                self.augment,
+            )
+            self.train_ds = self._dataset("train", t_train)
+
+    def _dataset(self, part: str, transform: Compose) -> Any:
+        """The dataset of one split part; reused by later ``setup`` calls (validation after fit) when unchanged."""
+        key = (self.cache, tuple(self.split[part]), tuple(self.spacing or ()), self.modality, repr(self.stats))
+        if part in self._datasets and self._datasets[part][0] == key:
+            return self._datasets[part][1]
+        items = self._items(self.split[part])
+        if self.cache == "memory":
+            ds: Any = CacheDataset(items, transform, num_workers=self.num_workers, progress=False)
+        elif self.cache == "disk":
+            cache, n_cached = self.disk_cache()
+            ds = DiskCacheDataset(items, transform, cache, n_cached=n_cached)
+            ds.cache.ensure(items, ds.build, threads=max(1, self.num_workers))  # no-op after prepare_data
+        else:
+            ds = Dataset(items, transform)
+        self._datasets[part] = (key, ds)
+        return ds
+
+    def _pin_memory(self) -> bool:
+        if self.pin_memory is not None:
+            return bool(self.pin_memory)
+        strategy = getattr(self.trainer, "strategy", None)
+        device = getattr(strategy, "root_device", None)
+        return bool(torch.cuda.is_available() and device is not None and device.type == "cuda")
 
     def train_dataloader(self) -> DataLoader:
+        workers = self.num_workers
         return DataLoader(
             self.train_ds,
             batch_size=self.batch_size // self.samples_per_volume,
             shuffle=True,
-            num_workers=self.num_workers,
-            persistent_workers=self.num_workers > 0,
+            num_workers=workers,
+            persistent_workers=workers > 0,
+            prefetch_factor=self.prefetch_factor if workers > 0 else None,
+            pin_memory=self._pin_memory(),
             drop_last=False,
         )
 
     def val_dataloader(self) -> DataLoader:
-        return DataLoader(self.val_ds, batch_size=1, num_workers=0)
+        return DataLoader(self.val_ds, batch_size=1, num_workers=0, pin_memory=self._pin_memory())

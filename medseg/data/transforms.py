@@ -9,6 +9,7 @@ import numpy as np
 from monai import transforms as T
 
 KEYS = ("image", "label")
+CROP_MARGIN = 2  # voxels kept around the non-zero region
 
 
 def intensity_stats(samples: Sequence[np.ndarray]) -> dict[str, float]:
@@ -28,14 +29,14 @@ def _normalise(modality: str, stats: dict[str, float] | None) -> T.Transform:
     return T.NormalizeIntensityd("image", channel_wise=True)
 
 
-def preprocess(
-    spacing: Sequence[float],
-    modality: str,
-    stats: dict[str, float] | None,
-    keys: Sequence[str] = KEYS,
-    crop_foreground: bool = True,
+def preprocess_geometry(
+    spacing: Sequence[float], keys: Sequence[str] = KEYS, crop_foreground: bool = True
 ) -> list[T.Transform]:
-    """Deterministic part: load → channel first → RAS → resample → crop to non-zero → normalise."""
+    """Deterministic geometry: load → channel first → float32 → RAS → resample → crop to non-zero.
+
+    The expensive part (decoding, resampling); it depends on the files, the spacing and the crop settings only
+    (:func:`geometry_settings`), never on intensity statistics. ``data.cache=disk`` stores it (see :func:`disk_cached`).
+    """
     modes = ["bilinear", "nearest"][: len(keys)]
     out: list[T.Transform] = [
         T.LoadImaged(keys, ensure_channel_first=True, image_only=True),
@@ -45,10 +46,52 @@ def preprocess(
     ]
     if crop_foreground:
         out.append(
-            T.CropForegroundd(keys, source_key="image", select_fn=lambda x: x != 0, allow_smaller=True, margin=2)
+            T.CropForegroundd(keys, source_key="image", select_fn=_nonzero, allow_smaller=True, margin=CROP_MARGIN)
         )
-    out.append(_normalise(modality, stats))
     return out
+
+
+def _nonzero(x: Any) -> Any:
+    return x != 0
+
+
+def geometry_settings(spacing: Sequence[float], keys: Sequence[str] = KEYS, crop_foreground: bool = True) -> dict:
+    """Everything besides the input files that determines the output of :func:`preprocess_geometry` (cache key)."""
+    return {
+        "spacing": [float(s) for s in spacing],
+        "keys": list(keys),
+        "modes": ["bilinear", "nearest"][: len(keys)],
+        "orientation": "RAS",
+        "dtype": "float32",
+        "crop_foreground": {"select": "nonzero", "margin": CROP_MARGIN} if crop_foreground else None,
+    }
+
+
+def disk_cached(spacing: Sequence[float], modality: str, keys: Sequence[str] = KEYS) -> tuple[int, dict[str, Any]]:
+    """``(n, settings)``: the first ``n`` transforms of :func:`preprocess` that ``data.cache=disk`` stores, and
+    everything besides the input files that determines their output (the cache key).
+
+    That is the geometry, plus MRI's per-case z-score (it needs no dataset statistics). CT's clip + z-score uses
+    statistics of the training cases, which differ between CV folds, so it runs on top of the cache (one cheap
+    element-wise pass) and every fold shares the cached volumes.
+    """
+    settings = geometry_settings(spacing, keys)
+    n = len(preprocess_geometry(spacing, keys))
+    if modality != "CT":
+        settings["normalise"] = "per-case z-score (NormalizeIntensityd, channel_wise)"
+        n += 1
+    return n, settings
+
+
+def preprocess(
+    spacing: Sequence[float],
+    modality: str,
+    stats: dict[str, float] | None,
+    keys: Sequence[str] = KEYS,
+    crop_foreground: bool = True,
+) -> list[T.Transform]:
+    """Deterministic part: load → channel first → RAS → resample → crop to non-zero → normalise."""
+    return [*preprocess_geometry(spacing, keys, crop_foreground), _normalise(modality, stats)]
 
 
 def train_transforms(

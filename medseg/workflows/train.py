@@ -17,6 +17,7 @@ from omegaconf import DictConfig, open_dict
 from medseg.config import build, resolved_yaml
 from medseg.data.io import atomic_write_json, atomic_write_text
 from medseg.data.splits import load_or_create_cv_splits, load_or_create_split
+from medseg.training.callbacks import DataWaitMonitor, find_callback
 from medseg.training.safe_io import AtomicCheckpointIO, checkpoint_note, finished_epochs
 from medseg.training.transfer import init_from_checkpoint
 from medseg.validate import check_writable, validate_config
@@ -95,6 +96,8 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     seconds = time.time() - start
     metrics = _best_metrics(cfg, trainer, module, dm, run_dir, last)
     metrics.update(train_seconds=round(seconds, 2), init_from=init or _previous_init(run_dir))
+    monitor = find_callback(trainer, DataWaitMonitor)
+    metrics.update(DataWaitMonitor().summary if monitor is None else monitor.summary)  # None without the callback
     if dm.split.get("test"):
         from medseg.workflows.test_eval import evaluate_test_cases
 

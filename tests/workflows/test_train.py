@@ -7,6 +7,7 @@ network untrained scores 0.17-0.24 (organ ~0.4, lesion 0). A constant prediction
 output with a wide margin on both sides.
 """
 
+import csv
 import json
 import os
 import shutil
@@ -26,7 +27,16 @@ from medseg.workflows.train import build_trainer, prepare, train
 
 EPOCHS = 6
 DICE_THRESHOLD = 0.75
-METRIC_KEYS = {"val_dice", "val_dice_per_class", "best_epoch", "epochs", "train_seconds", "n_train", "n_val"}
+METRIC_KEYS = {
+    "val_dice",
+    "val_dice_per_class",
+    "best_epoch",
+    "epochs",
+    "train_seconds",
+    "n_train",
+    "n_val",
+    "data_wait_fraction",
+}
 
 
 def _overrides(root: Path, epochs: int = EPOCHS, every: int = 2) -> list[str]:
@@ -51,6 +61,9 @@ def test_train_workflow_end_to_end(e2e_dataset, tmp_path):
     assert on_disk["epochs"] == EPOCHS
     assert 1 <= on_disk["best_epoch"] <= EPOCHS
     assert on_disk["train_seconds"] > 0
+    assert 0.0 <= on_disk["data_wait_fraction"] <= 1.0
+    logged = [r["data_wait_fraction"] for r in csv.DictReader((run / "logs" / "metrics.csv").open())]
+    assert len([v for v in logged if v]) == EPOCHS  # one value per epoch in logs/metrics.csv
     assert (run / "checkpoints" / "best.ckpt").is_file()
     assert (run / "checkpoints" / "last.ckpt").is_file()
     assert (run / "config.yaml").is_file()
@@ -80,6 +93,22 @@ def test_train_workflow_end_to_end(e2e_dataset, tmp_path):
     net.load_state_dict({k.removeprefix("net."): v for k, v in state.items() if k.startswith("net.")}, strict=True)
 
 
+def test_fixed_seed_same_dice_with_memory_and_disk_cache(e2e_dataset, tmp_path):
+    # The disk cache returns the in-memory arrays bit for bit and seeds the random transforms alike, so a fixed-seed
+    # run must train the same model (here exactly; the contract is +-0.01 val Dice).
+    results, losses = {}, {}
+    for mode in ("memory", "disk"):
+        run = tmp_path / f"run_{mode}"
+        overrides = [*_overrides(e2e_dataset, epochs=3, every=1), "seed=0", f"data.cache={mode}"]
+        results[mode] = train(compose_config("train", overrides, run_dir=run))["val_dice"]
+        rows = csv.DictReader((run / "logs" / "metrics.csv").open())
+        losses[mode] = [float(r["train_loss"]) for r in rows if r.get("train_loss")]
+    assert abs(results["memory"] - results["disk"]) <= 0.01, results
+    assert losses["memory"] == pytest.approx(losses["disk"], rel=1e-4), losses
+    cache_root = Path(os.environ["MEDSEG_CACHE"]) / "preprocessed"
+    assert any(cache_root.glob(f"{e2e_dataset.name}-*/case_000-*/image.npy"))  # data.cache_dir from paths.cache_dir
+
+
 def _medseg_command() -> list[str]:
     exe = shutil.which("medseg", path=str(Path(sys.executable).parent))
     return [exe] if exe else [sys.executable, "-c", "from medseg.cli import main; main()"]
@@ -101,6 +130,7 @@ def test_cli_train_one_epoch(e2e_dataset, tmp_path):
     assert (run / "checkpoints" / "last.ckpt").is_file()
     assert (run / "config.yaml").is_file()
     assert list(elsewhere.iterdir()) == []  # nothing written into the working directory
+    assert "waiting for data" in proc.stdout  # the one-screen summary shows the data-wait fraction
 
 
 def test_cli_train_broken_dataset_fails_naming_the_case(e2e_dataset, tmp_path):
