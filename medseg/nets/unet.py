@@ -120,7 +120,7 @@ class UNet(nn.Module):
         self.memory_format: torch.memory_format | None = None
         if channels_last:
             self.memory_format = torch.channels_last_3d if spatial_dims == 3 else torch.channels_last
-            self.to(memory_format=self.memory_format)
+            self.to(memory_format=self.memory_format)  # type: ignore[call-overload]  # torch accepts it
 
     def _build_decoder(
         self,
