@@ -34,6 +34,9 @@ Examples::
     python scripts/bench_train.py --device cpu --compile --nets attention_unet monai_attention_unet
     # GPU defaults: widths 32 64 128 256, batch 2, patch 128, bf16 autocast, 20 repeats (the issue's targets)
     python scripts/bench_train.py --json bench_gpu.json
+    # what each speed choice of attention_unet buys (the textbook form: gate with W, two convs per decoder level)
+    python scripts/bench_train.py --device cpu --nets attention_unet \\
+        --override model/net/skip_gate=attention model/net/decoder_block=double_conv model.net.channels_last=false
     # only the two attention U-Nets
     python scripts/bench_train.py --nets attention_unet monai_attention_unet
 """
@@ -84,6 +87,13 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--nets", nargs="+", choices=NETS, default=list(NETS))
     p.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: torch's choice)")
     p.add_argument(
+        "--override",
+        nargs="+",
+        default=[],
+        metavar="KEY=VALUE",
+        help="Hydra overrides for our nets, e.g. model/net/decoder_block=double_conv model.net.channels_last=false",
+    )
+    p.add_argument(
         "--compile", action="store_true", help="torch.compile our nets (model.compile=true); MONAI's stay eager"
     )
     p.add_argument("--seed", type=int, default=0)
@@ -124,6 +134,7 @@ def _ours(variant: str, args: argparse.Namespace, extra: Sequence[str] = ()) -> 
         f"data.num_classes={args.classes}",
         "data.in_channels=1",
         *extra,
+        *args.override,
     ]
     return build(compose_config("train", overrides).model.net)
 
@@ -249,6 +260,8 @@ def bench_one(name: str, args: argparse.Namespace) -> dict[str, Any]:
     gen = torch.Generator().manual_seed(args.seed)
     mem0 = _mem_start(args.device)
     net, desc = build_net(name, args)
+    if args.override and not name.startswith("monai_"):
+        desc += ", overrides " + " ".join(args.override)
     net = net.to(args.device).train()
     compiled = args.compile and not name.startswith("monai_")
     step = make_step(torch.compile(net) if compiled else net, args)
@@ -311,7 +324,9 @@ def _child_argv(args: argparse.Namespace, name: str, out: Path) -> list[str]:
         "--json",
         str(out),
     ]
-    return argv + (["--threads", str(args.threads)] if args.threads else []) + (["--compile"] if args.compile else [])
+    argv += ["--threads", str(args.threads)] if args.threads else []
+    argv += ["--override", *args.override] if args.override else []
+    return argv + (["--compile"] if args.compile else [])
 
 
 def bench_subprocess(name: str, args: argparse.Namespace) -> dict[str, Any]:
