@@ -8,7 +8,8 @@
 # 3. the train step (ours vs MONAI AttentionUnet/BasicUNet, batch 2 x 128^3, widths 32..256, bf16 autocast),
 # 4. `medseg predict` vs the hand-written MONAI pipeline on a 512x512x300 volume.
 # Each step writes JSON + the printed table into OUT_DIR and a failure of one step does not stop the others; the
-# exit code is the number of failed steps. Needs medseg installed (pip install -e ".[test]") with a CUDA torch.
+# exit code is the number of failed steps. Needs medseg installed (pip install -e ".[test]") with a CUDA torch; on a
+# lent device without network, scripts/device_wheels.sh prepares what to carry (not yet tried on a device).
 set -u
 OUT_DIR=${1:-${OUT:-bench_gpu_out}}
 mkdir -p "$OUT_DIR"
