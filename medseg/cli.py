@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import importlib
 import os
 import sys
 from collections.abc import Callable
@@ -90,71 +91,55 @@ def _plot_curves(run_dir: Any) -> None:
     console.print(f"training curves: {escape(str(path))}")
 
 
-def _train_task(cfg: Any) -> None:
-    from medseg.report import print_train_summary
-    from medseg.workflows.train import train
-
-    metrics = _guarded("train", lambda: _checked(train, cfg))
-    print_train_summary(metrics, cfg.paths.output_dir)
-    _plot_curves(cfg.paths.output_dir)
+def _attr(target: str) -> Any:
+    """``"package.module:name"`` → the object, imported only when a command needs it (keeps ``medseg -h`` fast)."""
+    module, _, name = target.partition(":")
+    return getattr(importlib.import_module(module), name)
 
 
-def _cv_task(cfg: Any) -> None:
-    from medseg.report import print_cv_summary
-    from medseg.workflows.cv import cross_validate
+def _workflow_task(name: str, workflow: str, report: str) -> Callable[[Any], None]:
+    """A Hydra command: check the loggers, run ``workflow(cfg)``, print its summary, draw the training curves."""
 
-    summary = _guarded("cv", lambda: _checked(cross_validate, cfg))
-    print_cv_summary(summary, cfg.paths.output_dir)
-    _plot_curves(cfg.paths.output_dir)
+    def task(cfg: Any) -> None:
+        result = _guarded(name, lambda: _checked(_attr(workflow), cfg))
+        _attr(report)(result, cfg.paths.output_dir)
+        _plot_curves(cfg.paths.output_dir)
 
-
-def _turbolift_task(cfg: Any) -> None:
-    from medseg.report import print_turbolift_summary
-    from medseg.workflows.turbolift import turbolift
-
-    summary = _guarded("turbolift", lambda: _checked(turbolift, cfg))
-    print_turbolift_summary(summary, cfg.paths.output_dir)
-    _plot_curves(cfg.paths.output_dir)
+    return task
 
 
-def _cv_aggregate(args: list[str]) -> None:
+_train_task = _workflow_task("train", "medseg.workflows.train:train", "medseg.report:print_train_summary")
+_cv_task = _workflow_task("cv", "medseg.workflows.cv:cross_validate", "medseg.report:print_cv_summary")
+_turbolift_task = _workflow_task(
+    "turbolift", "medseg.workflows.turbolift:turbolift", "medseg.report:print_turbolift_summary"
+)
+HYDRA_COMMANDS: dict[str, Callable[[Any], None]] = {"train": _train_task, "cv": _cv_task, "turbolift": _turbolift_task}
+
+# argparse commands: name → "module:function" taking the arguments and returning the exit code
+ARGV_COMMANDS = {
+    "cv aggregate": "medseg.cli:_cv_aggregate",
+    "predict": "medseg.inference.cli:run_predict",
+    "evaluate": "medseg.evaluation.cli:run_evaluate",
+    "compare": "medseg.evaluation.cli:run_compare",
+    "check-data": "medseg.workflows.check_data:run_check_data",
+    "export": "medseg.export:run_export",
+    "plot": "medseg.cli:_plot",
+}
+
+
+def _cv_aggregate(args: list[str]) -> int:
+    """``medseg cv aggregate RUN_DIR``: summarise the folds that finished."""
     from medseg.report import print_cv_summary
     from medseg.workflows.cv import aggregate
 
     if len(args) != 1:
         console.print("usage: medseg cv aggregate RUN_DIR")
-        raise SystemExit(2)
-    print_cv_summary(_guarded("cv aggregate", lambda: aggregate(args[0])), args[0])
+        return 2
+    print_cv_summary(aggregate(args[0]), args[0])
+    return 0
 
 
-def _evaluate_command(args: list[str]) -> None:
-    """``medseg evaluate -p PRED_DIR -l LABEL_DIR [-o OUT_JSON] [--classes 1 2] [--nsd-tolerance MM]``."""
-    from medseg.evaluation.cli import run_evaluate
-
-    code = run_evaluate(args)
-    if code:
-        raise SystemExit(code)
-
-
-def _compare_command(args: list[str]) -> None:
-    """``medseg compare RUN_A RUN_B [--metric dice_mean] [-o OUT_JSON]``."""
-    from medseg.evaluation.cli import run_compare
-
-    code = run_compare(args)
-    if code:
-        raise SystemExit(code)
-
-
-def _check_data_command(args: list[str]) -> None:
-    """``medseg check-data data.root=PATH [--json] [-o REPORT.json] [--atol A]``: exit 1 when any error is found."""
-    from medseg.workflows.check_data import run_check_data
-
-    code = _guarded("check-data", lambda: run_check_data(args))
-    if code:
-        raise SystemExit(code)
-
-
-def _plot_command(args: list[str]) -> None:
+def _plot(args: list[str]) -> int:
     """``medseg plot RUN_DIR [-o OUT_PNG]``: training curves of a train, CV or Turbolift run."""
     import argparse
 
@@ -164,26 +149,8 @@ def _plot_command(args: list[str]) -> None:
     parser.add_argument("run_dir", metavar="RUN_DIR", help="run directory (logs/metrics.csv, fold_<k>/, stage_*/)")
     parser.add_argument("-o", "--output", metavar="OUT_PNG", default=None, help="default RUN_DIR/training_curves.png")
     ns = parser.parse_args(args)
-    path = _guarded("plot", lambda: plot_training_curves(ns.run_dir, ns.output))
-    print(path)
-
-
-def run_predict_command(args: list[str]) -> int:
-    """``medseg predict -m RUN_DIR -i FILE_OR_DIR -o OUT_DIR [...]``."""
-    from medseg.inference.cli import run_predict
-    from medseg.quiet import quiet_third_party
-
-    quiet_third_party()
-    return run_predict(args)
-
-
-def run_export_command(args: list[str]) -> int:
-    """``medseg export -m RUN_DIR --format onnx|torchscript [-o FILE]``."""
-    from medseg.export import run_export
-    from medseg.quiet import quiet_third_party
-
-    quiet_third_party()
-    return run_export(args)
+    print(plot_training_curves(ns.run_dir, ns.output))
+    return 0
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -195,28 +162,12 @@ def main(argv: list[str] | None = None) -> None:
         print(USAGE)
         return
     command, rest = args[0], args[1:]
-    if command == "train":
-        _hydra_command("train", _train_task, rest)
-    elif command == "cv" and rest[:1] == ["aggregate"]:
-        _cv_aggregate(rest[1:])
-    elif command == "cv":
-        _hydra_command("cv", _cv_task, rest)
-    elif command == "evaluate":
-        _evaluate_command(rest)
-    elif command == "compare":
-        _compare_command(rest)
-    elif command == "predict":
-        code = run_predict_command(rest)
-        if code:
-            raise SystemExit(code)
-    elif command == "check-data":
-        _check_data_command(rest)
-    elif command == "turbolift":
-        _hydra_command("turbolift", _turbolift_task, rest)
-    elif command == "plot":
-        _plot_command(rest)
-    elif command == "export":
-        code = run_export_command(rest)
+    if command == "cv" and rest[:1] == ["aggregate"]:
+        command, rest = "cv aggregate", rest[1:]
+    if command in HYDRA_COMMANDS:
+        _hydra_command(command, HYDRA_COMMANDS[command], rest)
+    elif command in ARGV_COMMANDS:
+        code = _guarded(command, lambda: _attr(ARGV_COMMANDS[command])(rest))
         if code:
             raise SystemExit(code)
     else:

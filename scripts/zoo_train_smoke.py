@@ -66,7 +66,7 @@ def main() -> None:
     parser.add_argument("--nets", nargs="*", default=nets, help="network configs, or GROUP=NAME block configs")
     parser.add_argument("--blocks", action="store_true", help="also every block config, composed into unet")
     parser.add_argument("--dims", nargs="+", type=int, default=[2, 3])
-    parser.add_argument("--json", type=Path, default=Path("zoo_train_smoke.json"))
+    parser.add_argument("--json", type=Path, default=None, help="also write the rows here (default: work dir)")
     parser.add_argument("--workdir", type=Path, default=None)
     args = parser.parse_args()
     workdir = args.workdir or Path(tempfile.mkdtemp(prefix="zoo-smoke-"))
@@ -77,7 +77,9 @@ def main() -> None:
             r = rows[-1]
             dice = "-" if r["val_dice"] is None else f"{r['val_dice']:.3f}"
             print(f"{net:20s} {dims}D exit {r['exit']}  val Dice {dice:>6s}  {r['seconds']:6.1f} s", flush=True)
-    args.json.write_text(json.dumps(rows, indent=2))
+    out = args.json or workdir / "zoo_train_smoke.json"
+    out.write_text(json.dumps(rows, indent=2))
+    print(f"wrote {out}")
     failed = [f"{r['net']} {r['dims']}D" for r in rows if r["exit"] != 0]
     print(f"{len(rows) - len(failed)} passed, {len(failed)} failed" + (f": {failed}" if failed else ""))
     sys.exit(1 if failed else 0)
