@@ -15,8 +15,6 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import os
-import tempfile
 import warnings
 from collections.abc import Callable
 from pathlib import Path
@@ -27,7 +25,7 @@ import torch
 from rich.console import Console
 from rich.markup import escape
 
-from medseg.data.io import atomic_write_json
+from medseg.data.io import atomic_path, atomic_write_json
 
 TOLERANCE = 1e-4
 FORMATS = {"torchscript": ".pt", "onnx": ".onnx"}
@@ -48,14 +46,8 @@ def _example_input(prep: dict[str, Any], batch: int, seed: int) -> torch.Tensor:
 
 
 def _atomic(out: Path, write: Callable[[str], None]) -> None:
-    fd, tmp = tempfile.mkstemp(dir=out.parent, prefix=f".{out.name}.", suffix=out.suffix)
-    os.close(fd)
-    try:
-        write(tmp)
-        os.replace(tmp, out)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_path(out, out.suffix) as tmp:
+        write(str(tmp))
 
 
 def _torchscript(net: torch.nn.Module, example: torch.Tensor, out: Path) -> Callable[[torch.Tensor], torch.Tensor]:

@@ -38,6 +38,8 @@ import torch
 from monai.data import Dataset, MetaTensor
 from monai.transforms import Compose
 
+from medseg.data.io import atomic_write_json, umask
+
 log = logging.getLogger(__name__)
 
 # Bump when the entry format or the meaning of the cached arrays changes: every cache is rebuilt once.
@@ -82,12 +84,6 @@ def file_crc32(path: Path, chunk: int = 1 << 24) -> int:
         while block := fh.read(chunk):
             crc = zlib.crc32(block, crc)
     return crc
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
 
 
 class DiskCache:
@@ -200,7 +196,7 @@ class DiskCache:
                 },
             }
             (tmp / "meta.json").write_text(json.dumps(meta, indent=1))
-            os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp makes 0700; the cache may be shared like any other folder
+            os.chmod(tmp, 0o777 & ~umask())  # mkdtemp makes 0700; the cache may be shared like any other folder
             self._install(tmp, entry)
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
@@ -228,12 +224,7 @@ class DiskCache:
         path = self.folder / "settings.json"
         if path.is_file():
             return
-        self.folder.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=self.folder, prefix=_TMP_PREFIX, suffix=".json")
-        with os.fdopen(fd, "w") as fh:
-            json.dump(self.settings, fh, indent=2)
-        os.chmod(tmp, 0o666 & ~_umask())
-        os.replace(tmp, path)
+        atomic_write_json(path, self.settings)
 
     def _remove_stale(self, entry: Path) -> None:
         """Entries of the same case built from older versions of its files, and temporaries left by killed runs."""

@@ -11,7 +11,7 @@ from typing import Any
 
 import numpy as np
 
-from medseg.data.io import atomic_write_text
+from medseg.data.io import atomic_path, atomic_write_text
 from medseg.evaluation.aggregate import EMPTY_POLICY, summarize_cases
 
 
@@ -50,10 +50,8 @@ def plot_per_case_dice(summary: dict[str, Any], path: str | Path) -> Path:
     ax.set_title(f"Per-case Dice ({n} cases)")
     ax.grid(axis="y", alpha=0.3)
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp.png")
-    fig.savefig(tmp, dpi=120)
-    tmp.replace(path)
+    with atomic_path(path, ".png") as tmp:
+        fig.savefig(tmp, dpi=120)
     return path
 
 

@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import nibabel as nib
 import numpy as np
 
-from medseg.data.io import NIFTI_SUFFIXES, strip_suffix
+from medseg.data.io import NIFTI_SUFFIXES, atomic_path, strip_suffix
 
 
 def _suffix(name: str) -> str:
@@ -23,18 +21,11 @@ def write_like(data: np.ndarray, reference: str | Path, out_path: str | Path) ->
     reference, out_path = Path(reference), Path(out_path)
     if out_path.exists() and out_path.resolve() == reference.resolve():
         raise ValueError(f"{out_path}: refusing to overwrite the input image")
-    out_path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=out_path.parent, prefix=f".{out_path.name}.", suffix=_suffix(out_path.name))
-    os.close(fd)
-    try:
+    with atomic_path(out_path, _suffix(out_path.name)) as tmp:
         if out_path.name.endswith(NIFTI_SUFFIXES) and reference.name.endswith(NIFTI_SUFFIXES):
-            _write_nifti(data, reference, Path(tmp))
+            _write_nifti(data, reference, tmp)
         else:
-            _write_itk(data, reference, Path(tmp))
-        os.replace(tmp, out_path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+            _write_itk(data, reference, tmp)
     return out_path
 
 

@@ -12,7 +12,7 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from medseg.data.io import atomic_write_json
+from medseg.data.io import atomic_path, atomic_write_json
 from medseg.workflows.cv import cross_validate
 from medseg.workflows.train import train
 
@@ -131,7 +131,6 @@ def plot_methods(methods: dict[str, Path], path: Path) -> None:
     ax.set_ylim(0, 1)
     ax.set_title("Turbolift vs baselines")
     fig.tight_layout()
-    tmp = path.with_name(f".{path.stem}.tmp.png")
-    fig.savefig(tmp, dpi=100)
+    with atomic_path(path, ".png") as tmp:
+        fig.savefig(tmp, dpi=100)
     plt.close(fig)
-    tmp.replace(path)
