@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+from collections.abc import Callable, Sequence
 
 import pytest
 import torch
@@ -34,3 +35,24 @@ def randn(*shape: int, dtype: torch.dtype = torch.float32, scale: float = 1.0) -
 def leaves(*tensors: torch.Tensor, dtype: torch.dtype | None = None) -> list[torch.Tensor]:
     """Fresh leaf copies requiring grad (optionally cast, e.g. to float64 for the reference)."""
     return [t.detach().to(dtype or t.dtype).clone().requires_grad_() for t in tensors]
+
+
+def parity(
+    op: Callable[..., torch.Tensor],
+    ref: Callable[..., torch.Tensor],
+    inputs: Sequence[torch.Tensor],
+    dout: torch.Tensor,
+    names: Sequence[str],
+) -> tuple[dict[str, float], list[torch.Tensor], list[torch.Tensor]]:
+    """``op(*inputs)`` and its input gradients against ``ref`` run on float64 copies: relative errors by name
+    (``out``, ``d<name>``), plus the leaves of both runs (for errors a test measures differently)."""
+    ref_in = leaves(*inputs, dtype=torch.float64)
+    expected = ref(*ref_in)
+    expected.backward(dout.double())
+    mine = leaves(*inputs)
+    out = op(*mine)
+    out.backward(dout)
+    assert out.dtype == inputs[0].dtype and out.shape == expected.shape
+    errs = {"out": rel_err(out, expected)}
+    errs |= {f"d{n}": rel_err(a.grad, r.grad) for n, a, r in zip(names, mine, ref_in, strict=True)}
+    return errs, mine, ref_in

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.nn.functional as F
-from kernel_helpers import DEVICE, TOL, force_triton, gpu, leaves, needs_gpu, needs_triton, randn, rel_err
+from kernel_helpers import DEVICE, TOL, force_triton, gpu, leaves, needs_gpu, needs_triton, parity, randn
 
 from medseg.blocks import AttentionGate
 from medseg_kernels import gate
@@ -35,15 +35,7 @@ def _inputs(shape: tuple, dtype: torch.dtype) -> list[torch.Tensor]:
 def _parity(shape: tuple, dtype: torch.dtype) -> dict[str, float]:
     ins = _inputs(shape, dtype)
     dout = randn(*ins[0].shape, dtype=dtype)
-    ref_in = leaves(*ins, dtype=torch.float64)
-    ref = attention_gate_ref(*ref_in)
-    ref.backward(dout.double())
-    mine = leaves(*ins)
-    out = gate.attention_gate(*mine)
-    out.backward(dout)
-    assert out.dtype == dtype and out.shape == ref.shape
-    errs = {"out": rel_err(out, ref)}
-    errs |= {f"d{n}": rel_err(a.grad, r.grad) for n, a, r in zip(NAMES, mine, ref_in, strict=True)}
+    errs, mine, ref_in = parity(gate.attention_gate, attention_gate_ref, ins, dout, NAMES)
     # b_ψ's gradient is one sum over all voxels with heavy cancellation (random dout): measure it on the scale of
     # ψ's gradient (the same sum weighted by relu(z)) rather than on its own, possibly tiny, value
     errs["db_psi"] = (mine[6].grad.double() - ref_in[6].grad).abs().item() / ref_in[5].grad.abs().max().item()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from kernel_helpers import CUDA, DEVICE, TOL, force_triton, gpu, leaves, needs_gpu, needs_triton, randn, rel_err
+from kernel_helpers import CUDA, DEVICE, TOL, force_triton, gpu, needs_gpu, needs_triton, parity, randn
 
 from medseg_kernels import global_attn
 from medseg_kernels.attention import global_attention
@@ -18,16 +18,14 @@ def _parity(shape: tuple, dtype: torch.dtype) -> dict[str, float]:
     b, h, n, dk, dv, scale = shape
     q, k = randn(b, h, n, dk, dtype=dtype), randn(b, h, n, dk, dtype=dtype)
     v, dout = randn(b, h, n, dv, dtype=dtype), randn(b, h, n, dv, dtype=dtype)
-    ref_in = leaves(q, k, v, dtype=torch.float64)
-    ref = global_attention_ref(*ref_in, scale)
-    ref.backward(dout.double())
-    ins = leaves(q, k, v)
-    out = global_attention(*ins, scale)
-    out.backward(dout)
-    assert out.dtype == dtype and out.shape == ref.shape
-    errs = {"out": rel_err(out, ref)}
-    errs |= {f"d{name}": rel_err(a.grad, r.grad) for name, a, r in zip("qkv", ins, ref_in, strict=True)}
-    return errs
+
+    def op(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+        return global_attention(q, k, v, scale)
+
+    def ref(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+        return global_attention_ref(q, k, v, scale)
+
+    return parity(op, ref, (q, k, v), dout, "qkv")[0]
 
 
 @needs_triton

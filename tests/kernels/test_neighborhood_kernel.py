@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from kernel_helpers import DEVICE, TOL, force_triton, gpu, leaves, needs_gpu, needs_triton, randn, rel_err
+from kernel_helpers import DEVICE, TOL, force_triton, gpu, needs_gpu, needs_triton, parity, randn
 
 from medseg_kernels import neighborhood
 from medseg_kernels.attention import neighborhood_attention
@@ -25,16 +25,14 @@ def _parity(case: tuple, dtype: torch.dtype, batch: tuple[int, int] = (1, 2)) ->
     sizes, kernel, dilation, d, dv = case
     q, k = randn(*batch, *sizes, d, dtype=dtype), randn(*batch, *sizes, d, dtype=dtype)
     v, dout = randn(*batch, *sizes, dv, dtype=dtype), randn(*batch, *sizes, dv, dtype=dtype)
-    ref_in = leaves(q, k, v, dtype=torch.float64)
-    ref = neighborhood_attention_ref(*ref_in, kernel, dilation)
-    ref.backward(dout.double())
-    ins = leaves(q, k, v)
-    out = neighborhood_attention(*ins, kernel, dilation)
-    out.backward(dout)
-    assert out.dtype == dtype and out.shape == ref.shape
-    errs = {"out": rel_err(out, ref)}
-    errs |= {f"d{name}": rel_err(a.grad, r.grad) for name, a, r in zip("qkv", ins, ref_in, strict=True)}
-    return errs
+
+    def op(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+        return neighborhood_attention(q, k, v, kernel, dilation)
+
+    def ref(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+        return neighborhood_attention_ref(q, k, v, kernel, dilation)
+
+    return parity(op, ref, (q, k, v), dout, "qkv")[0]
 
 
 @needs_triton
