@@ -11,7 +11,7 @@ from typing import Any
 
 import numpy as np
 
-from medseg.data.io import atomic_path, atomic_write_text
+from medseg.data.io import atomic_write_text
 from medseg.evaluation.aggregate import EMPTY_POLICY, summarize_cases
 
 
@@ -28,13 +28,11 @@ def _groups(summary: dict[str, Any]) -> dict[str, list[float]]:
 
 def plot_per_case_dice(summary: dict[str, Any], path: str | Path) -> Path:
     """Save a PNG with one box per fold and every case as a jittered point (per-case mean foreground Dice)."""
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
+    from medseg.viz import new_figure, save_png
 
     groups = _groups(summary)
     names = list(groups) or ["all"]
-    fig = Figure(figsize=(max(4.0, 1.2 * len(names) + 2.0), 4.0), layout="constrained")
-    FigureCanvasAgg(fig)
+    fig = new_figure(max(4.0, 1.2 * len(names) + 2.0), 4.0)
     ax = fig.add_subplot()
     data = [groups.get(n, []) for n in names]
     filled = [i for i, values in enumerate(data, start=1) if values]
@@ -49,10 +47,7 @@ def plot_per_case_dice(summary: dict[str, Any], path: str | Path) -> Path:
     n = sum(len(v) for v in data)
     ax.set_title(f"Per-case Dice ({n} cases)")
     ax.grid(axis="y", alpha=0.3)
-    path = Path(path)
-    with atomic_path(path, ".png") as tmp:
-        fig.savefig(tmp, dpi=120)
-    return path
+    return save_png(fig, path, dpi=120)
 
 
 def _num(value: Any, digits: int = 3) -> str:

@@ -12,7 +12,7 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from medseg.data.io import atomic_path, atomic_write_json
+from medseg.data.io import atomic_write_json
 from medseg.workflows.cv import cross_validate
 from medseg.workflows.train import train
 
@@ -114,23 +114,18 @@ def method_table(methods: dict[str, Path]) -> dict[str, Any]:
 
 def plot_methods(methods: dict[str, Path], path: Path) -> None:
     """Per-case Dice of each method on the final stage (box + points)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from medseg.viz import new_figure, save_png
 
     values = {}
     for m, d in methods.items():
         rows = json.loads((d / "cv_summary.json").read_text())["per_case"]
         values[m] = [r["dice_mean"] for r in rows if r["dice_mean"] is not None]
-    fig, ax = plt.subplots(figsize=(1.8 + 1.6 * len(values), 4))
+    fig = new_figure(1.8 + 1.6 * len(values), 4)
+    ax = fig.add_subplot()
     ax.boxplot(list(values.values()), tick_labels=list(values))
     for i, v in enumerate(values.values(), start=1):
         ax.plot([i] * len(v), v, "o", alpha=0.6)
     ax.set_ylabel("per-case Dice (final stage)")
     ax.set_ylim(0, 1)
     ax.set_title("Turbolift vs baselines")
-    fig.tight_layout()
-    with atomic_path(path, ".png") as tmp:
-        fig.savefig(tmp, dpi=100)
-    plt.close(fig)
+    save_png(fig, path)
