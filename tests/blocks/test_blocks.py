@@ -121,6 +121,20 @@ def test_attention_gate_default_inter_channels():
     assert same.theta[0].out_channels == 3 and same.theta[0].kernel_size == (1, 1, 1)
 
 
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+@pytest.mark.parametrize("subsample", [1, 2])
+def test_attention_gate_keeps_bf16_under_cuda_autocast(subsample):
+    # CUDA autocast interpolates in fp32; α·x (and the decoder's concatenation after it) must stay bf16
+    gate = AttentionGate(8, 16, spatial_dims=3, subsample=subsample, out_proj=False).cuda()
+    x = torch.randn(2, 8, 16, 16, 16, device="cuda", dtype=torch.bfloat16)  # as from an autocast conv
+    g = torch.randn(2, 16, 8, 8, 8, device="cuda", dtype=torch.bfloat16)
+    with torch.autocast("cuda", dtype=torch.bfloat16):
+        out = gate(x, g)
+    assert out.dtype == torch.bfloat16 and out.shape == x.shape
+    _backward_ok(gate, out)
+
+
 @pytest.mark.parametrize("dims", [2, 3])
 def test_input_pyramid(dims):
     pyr = InputPyramid(2, [3, 5, 7], spatial_dims=dims)
