@@ -10,6 +10,8 @@ host; for a coarser g, dz is scattered into dφ on g's grid with fp32 atomics (w
 dW_g = dφ gᵀ and dg = W_gᵀ dφ are GEMMs on g's grid (the atomics make dg and dW_g nondeterministic in their
 last bits). All dots take fp32 operands (half inputs upcast, weights kept fp32) and accumulate in fp32: TF32
 tensor cores for half inputs (10-bit mantissa, finer than bf16's 7), IEEE for fp32 inputs; the op is memory-bound.
+With TF32, z is off by up to ~4e-4 max|z| (the rounded weights), so where z lies that close to 0 relu's mask can
+differ from an exact computation's: another valid subgradient there (tests/kernels/test_gate_kernel.py, KINK).
 
 Import this module only where triton is importable (``gate.py`` imports it lazily).
 """

@@ -32,9 +32,27 @@ def _inputs(shape: tuple, dtype: torch.dtype) -> list[torch.Tensor]:
     ]  # fmt: skip
 
 
+# Half-width of the band around relu's kink, relative to max |z|, where the kernel's pre-activation z may take the
+# other sign than float64's: on a GPU, half inputs go through TF32 dots (W rounded to 10 mantissa bits: |Δz| up to
+# about 4e-4 max |z|), fp32 inputs through IEEE fp32 dots. A voxel whose z falls in the band gets dz = 0 on one side
+# and ψ·ds on the other (both valid subgradients), an O(1) difference in dx/dg that says nothing about the kernel.
+KINK = {torch.float32: 1e-6, torch.float16: 2e-3, torch.bfloat16: 2e-3}
+
+
+def _off_kinks(ins: list[torch.Tensor], dout: torch.Tensor) -> torch.Tensor:
+    """``dout`` with zeros at the voxels where some channel of z (float64) lies within KINK of relu's kink: there
+    ds = 0, so dz = 0 whichever sign the kernel sees and every gradient stays comparable."""
+    x, g, w_x, w_g, b = (t.double() for t in ins[:5])
+    phi = torch.einsum("fc,bc...->bf...", w_g, g) + b.view(1, -1, *[1] * (g.ndim - 2))
+    z = torch.einsum("fc,bc...->bf...", w_x, x) + upsample(phi, tuple(x.shape[2:]))
+    near = (z.abs() < KINK[dout.dtype] * z.abs().max()).any(1, keepdim=True)  # (B, 1, *S)
+    assert near.double().mean() < 0.5, "the band covers most voxels: the test would check little"
+    return dout.masked_fill(near, 0)
+
+
 def _parity(shape: tuple, dtype: torch.dtype) -> dict[str, float]:
     ins = _inputs(shape, dtype)
-    dout = randn(*ins[0].shape, dtype=dtype)
+    dout = _off_kinks(ins, randn(*ins[0].shape, dtype=dtype))
     errs, mine, ref_in = parity(gate.attention_gate, attention_gate_ref, ins, dout, NAMES)
     # b_ψ's gradient is one sum over all voxels with heavy cancellation (random dout): measure it on the scale of
     # ψ's gradient (the same sum weighted by relu(z)) rather than on its own, possibly tiny, value
@@ -135,4 +153,9 @@ def test_gpu_parity(shape, dtype):
     assert DEVICE == "cuda"
     torch.manual_seed(0)
     errs = _parity(shape, dtype)
-    assert max(errs.values()) < TOL[dtype], errs
+    # fp32: the widest case sums 128 (kernel) and 256 (host GEMM) channels in another order than float64: 4e-5 (out)
+    # and 7e-5 (dx) measured on an H100, the size of fp32 rounding there. Half inputs: the GPU's dots are TF32 (the
+    # interpreter's are exact), so TF32's precision bounds the errors, not fp16's: a float64 emulation of the TF32
+    # weight rounding differs from the exact reference by up to 1.6e-2 (fp16, widest case, off the kinks).
+    tol = {torch.float32: 1e-4, torch.float16: 3e-2, torch.bfloat16: 3e-2}[dtype]
+    assert max(errs.values()) < tol, errs
