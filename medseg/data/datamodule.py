@@ -71,7 +71,8 @@ class SegDataModule(L.LightningDataModule):
         pos_fraction: share of patches centred on foreground.
         val_fraction: share of training cases held out for validation (seeded).
         seed: split seed.
-        num_workers: data-loader workers (also the threads that fill the caches).
+        num_workers: data-loader workers (also the threads that fill the caches); None = min(2, CPUs − 1) when
+            training on CPU (the training needs the cores too), min(8, CPUs per GPU − 1) when training on CUDA.
         cache: where the deterministic preprocessing is cached: ``memory`` (MONAI CacheDataset, rebuilt by every run
             and fold), ``disk`` (load, RAS, resample, crop, and MRI's per-case z-score as ``.npy`` files under
             ``cache_dir``, built once and read back memory-mapped by later epochs, folds and runs; CT's dataset
@@ -97,7 +98,7 @@ class SegDataModule(L.LightningDataModule):
         pos_fraction: float = 0.33,
         val_fraction: float = 0.2,
         seed: int = 12345,
-        num_workers: int = 2,
+        num_workers: int | None = None,
         cache: str | bool = "memory",
         cache_dir: str | None = None,
         pin_memory: bool | None = None,
@@ -125,6 +126,8 @@ class SegDataModule(L.LightningDataModule):
         self.val_fraction, self.seed, self.num_workers = val_fraction, seed, num_workers
         self.cache = cache_mode(cache)
         self.cache_dir = Path(cache_dir).expanduser() if cache_dir else default_cache_dir()
+        if num_workers is not None and num_workers < 0:
+            raise ValueError(f"data.num_workers must be >= 0 or null (automatic), got {num_workers}")
         if prefetch_factor < 1:
             raise ValueError(f"data.prefetch_factor must be >= 1, got {prefetch_factor}")
         self.pin_memory, self.prefetch_factor = pin_memory, prefetch_factor
@@ -195,7 +198,7 @@ class SegDataModule(L.LightningDataModule):
             ids = sorted(set(self.split.get("train", [])) | set(self.split.get("val", [])))
             cache, n_cached = self.disk_cache()
             build = Compose(preprocess(self.spacing or [], self.modality, self.stats)[:n_cached])
-            cache.ensure(self._items(ids), build, threads=max(1, self.num_workers))
+            cache.ensure(self._items(ids), build, threads=max(1, self.workers()))
 
     def setup(self, stage: str | None = None) -> None:
         assert self.spacing is not None
@@ -220,25 +223,36 @@ class SegDataModule(L.LightningDataModule):
             return self._datasets[part][1]
         items = self._items(self.split[part])
         if self.cache == "memory":
-            ds: Any = CacheDataset(items, transform, num_workers=self.num_workers, progress=False)
+            ds: Any = CacheDataset(items, transform, num_workers=self.workers(), progress=False)
         elif self.cache == "disk":
             cache, n_cached = self.disk_cache()
             ds = DiskCacheDataset(items, transform, cache, n_cached=n_cached)
-            ds.cache.ensure(items, ds.build, threads=max(1, self.num_workers))  # no-op after prepare_data
+            ds.cache.ensure(items, ds.build, threads=max(1, self.workers()))  # no-op after prepare_data
         else:
             ds = Dataset(items, transform)
         self._datasets[part] = (key, ds)
         return ds
 
-    def _pin_memory(self) -> bool:
-        if self.pin_memory is not None:
-            return bool(self.pin_memory)
-        strategy = getattr(self.trainer, "strategy", None)
-        device = getattr(strategy, "root_device", None)
+    def _on_cuda(self) -> bool:
+        """Whether the attached trainer runs on a CUDA device."""
+        device = getattr(getattr(self.trainer, "strategy", None), "root_device", None)
         return bool(torch.cuda.is_available() and device is not None and device.type == "cuda")
 
+    def _pin_memory(self) -> bool:
+        return bool(self.pin_memory) if self.pin_memory is not None else self._on_cuda()
+
+    def workers(self) -> int:
+        """Loader workers: ``num_workers``, or the automatic choice when it is None (see the class docstring)."""
+        if self.num_workers is not None:
+            return self.num_workers
+        cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+        if self._on_cuda():
+            per_gpu = cpus // max(1, int(getattr(self.trainer, "world_size", 1) or 1))
+            return max(1, min(8, per_gpu - 1))
+        return max(0, min(2, cpus - 1))
+
     def train_dataloader(self) -> DataLoader:
-        workers = self.num_workers
+        workers = self.workers()
         return DataLoader(
             self.train_ds,
             batch_size=self.batch_size // self.samples_per_volume,

@@ -42,6 +42,26 @@ def test_workers_are_persistent_and_prefetch(tiny_dataset):
         SegDataModule(root=str(tiny_dataset), prefetch_factor=0)
 
 
+@pytest.mark.parametrize(
+    ("cpus", "device", "world", "expected"),
+    [(2, "cpu", 1, 1), (1, "cpu", 1, 0), (16, "cpu", 1, 2), (16, "cuda:0", 1, 8), (16, "cuda:0", 4, 3),
+     (4, "cuda:0", 1, 3), (2, "cuda:0", 2, 1)],
+)  # fmt: skip
+def test_automatic_workers(cpus, device, world, expected, monkeypatch):
+    # num_workers=None: a few workers beside CPU training, up to 8 per GPU (data loading must keep a GPU fed)
+    monkeypatch.setattr("os.sched_getaffinity", lambda pid: set(range(cpus)), raising=False)
+    monkeypatch.setattr("os.cpu_count", lambda: cpus)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    dm = SegDataModule(root="unused")
+    assert dm.workers() == min(2, cpus - 1)  # no trainer attached: the CPU rule
+    _attach(dm, device)
+    dm.trainer.world_size = world  # type: ignore[union-attr]
+    assert dm.workers() == expected
+    assert SegDataModule(root="unused", num_workers=5).workers() == 5
+    with pytest.raises(ValueError, match="num_workers"):
+        SegDataModule(root="unused", num_workers=-1)
+
+
 def test_setup_again_reuses_the_datasets(tiny_dataset):
     dm = _dm(tiny_dataset, num_workers=0)
     train, val = dm.train_ds, dm.val_ds
