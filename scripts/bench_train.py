@@ -19,7 +19,8 @@ inputs (``randn``) and random integer labels each step, outside the timed region
 step checks that every net returns ``(B, classes, P, P, P)`` logits and a finite loss.
 
 Timing: median, min and max of ``--repeats`` steps after ``--warmup`` steps. CUDA: ``torch.cuda.Event`` timing and
-``torch.cuda.max_memory_allocated`` (reset per net; includes weights, optimizer state and inputs). CPU: wall time
+``torch.cuda.max_memory_allocated`` over the timed steps (includes weights, optimizer state and inputs; the peak of
+the warm-up steps, which includes cuDNN's autotuning workspaces, is reported separately). CPU: wall time
 (``time.perf_counter``) and the peak resident-set growth (``VmHWM`` of ``/proc/self/status`` minus the RSS before
 the net is built); ``VmHWM`` is process-wide, so on CPU every net runs in a fresh subprocess of this script
 (``--_single NET``).
@@ -273,6 +274,9 @@ def bench_one(name: str, args: argparse.Namespace) -> dict[str, Any]:
             compile_s = time.perf_counter() - start if compiled else None  # first step = compile + one step
             _check(name, logits, step.last_loss, args)  # type: ignore[attr-defined]
         del logits
+    warmup_peak = _mem_peak(args.device, mem0)
+    if args.device == "cuda":  # the timed steps' own peak: cuDNN's autotuning (benchmark=True) tries workspaces
+        torch.cuda.reset_peak_memory_stats()  # during the warm-up only; live tensors stay counted
     times = []
     for _ in range(args.repeats):
         x, y = _batch(args, gen)
@@ -288,6 +292,7 @@ def bench_one(name: str, args: argparse.Namespace) -> dict[str, Any]:
         "times_s": times,
         "voxels_per_s": args.batch * args.patch**3 / med,
         "peak_mem_bytes": _mem_peak(args.device, mem0),
+        "peak_mem_warmup_bytes": warmup_peak,
         "peak_mem_kind": "cuda max_memory_allocated" if args.device == "cuda" else "RSS high-water growth",
         "final_loss": float(step.last_loss),  # type: ignore[attr-defined]
         "compiled": compiled,
@@ -411,7 +416,8 @@ def print_table(title: str, head: list[str], rows: list[list[str]]) -> None:
 
 def print_report(results: dict[str, dict[str, Any]], args: argparse.Namespace, machine: dict[str, Any]) -> None:
     """The results table, the configs used and the time ratios."""
-    head = ["net", "params", "median", "min", "max", "Mvox/s", "peak mem"]
+    cuda = args.device == "cuda"
+    head = ["net", "params", "median", "min", "max", "Mvox/s", "peak mem"] + (["peak mem (warm-up)"] if cuda else [])
     rows = [
         [
             r["net"],
@@ -422,6 +428,7 @@ def print_report(results: dict[str, dict[str, Any]], args: argparse.Namespace, m
             f"{r['voxels_per_s'] / 1e6:.3g}",
             _fmt_bytes(r["peak_mem_bytes"]),
         ]
+        + ([_fmt_bytes(r["peak_mem_warmup_bytes"])] if cuda else [])
         for r in results.values()
     ]
     title = (
@@ -447,18 +454,31 @@ def main(argv: Sequence[str] | None = None) -> int:
         result = bench_one(args._single, args)
         args.json.write_text(json.dumps(result))
         return 0
-    results = {}
+    results, failed = {}, {}
     for name in args.nets:
         print(f"benchmarking {name} ...", flush=True)
-        results[name] = bench_subprocess(name, args) if args.device == "cpu" else bench_one(name, args)
+        try:  # one net failing (out of memory, say) still leaves the others' rows
+            results[name] = bench_subprocess(name, args) if args.device == "cpu" else bench_one(name, args)
+        except RuntimeError as exc:  # torch.cuda.OutOfMemoryError is a RuntimeError
+            failed[name] = str(exc)[-2000:]
+            print(f"  {name} FAILED: {failed[name]}", flush=True)
+            if args.device == "cuda":
+                gc.collect()
+                torch.cuda.empty_cache()
     machine = machine_info(args)
     print_report(results, args, machine)
     if args.json:
         settings = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items() if k != "_single"}
-        payload = {"machine": machine, "settings": settings, "results": results, "ratios": ratios(results)}
+        payload = {
+            "machine": machine,
+            "settings": settings,
+            "results": results,
+            "failed": failed,
+            "ratios": ratios(results),
+        }
         args.json.write_text(json.dumps(payload, indent=2))
         print(f"wrote {args.json}")
-    return 0
+    return 1 if failed else 0
 
 
 if __name__ == "__main__":

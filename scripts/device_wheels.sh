@@ -6,11 +6,12 @@
 #
 #   bash scripts/device_wheels.sh            # → .whl/ (about 5 MB), ignored through .git/info/exclude
 #
-# then, in the device call (carry: [".whl"]):
+# then, in the device call (carry: [".whl"]; medseg runs from the source tree: two links stand in for the package
+# layout pyproject.toml maps, configs/ -> medseg.configs and kernels/ -> medseg_kernels):
 #
-#   python3 -m pip install -q --no-index --no-deps --target /tmp/site .whl/*.whl \
-#     && python3 -m pip install -q --no-index --no-deps --no-build-isolation --target /tmp/site . \
-#     && export PYTHONPATH=/tmp/site && bash scripts/bench_gpu.sh "$OUT"
+#   python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/site .whl/*.whl \
+#     && ln -sfn ../configs medseg/configs && ln -sfn kernels medseg_kernels \
+#     && export PYTHONPATH=$PWD:/tmp/site && BUDGET_S=500 PACK=1 bash scripts/bench_gpu.sh "$OUT"
 set -euo pipefail
 cd "$(dirname "$0")/.."
 grep -qx '/.whl/' .git/info/exclude 2>/dev/null || echo '/.whl/' >> .git/info/exclude
