@@ -48,6 +48,9 @@ class UNet(nn.Module):
             SA-UNet's Keras ``Conv2DTranspose(3, strides=2, padding="same")``).
         up_channels: output widths of the upsampling per level, finest first (default: ``channels[:-1]``).
         up_act: activation after the upsampling (None: linear, as in most U-Nets).
+        merge: how a decoder level joins the upsampled features and the (gated) skip: ``cat`` (concatenation, the
+            U-Net's) or ``add`` (sum, as in LinkNet/FPN: the decoder block reads ch[i] channels instead of
+            up_ch[i] + ch[i], halving its convolution; needs up_channels = channels[:-1]).
         decoder_from: ``block`` (standard: the next level upsamples the decoder block's output) or ``concat``
             (Abraham & Khan / Turbolift: the next level upsamples the concatenation [up, gated skip]; the decoder
             blocks then feed only the output heads).
@@ -80,6 +83,7 @@ class UNet(nn.Module):
         up_channels: Sequence[int] | None = None,
         up_act: ActSpec = None,
         decoder_from: str = "block",
+        merge: str = "cat",
         norm: NormSpec = "batch",
         act: ActSpec = "relu",
         dropout: float = 0.0,
@@ -89,6 +93,11 @@ class UNet(nn.Module):
         ch = list(channels)
         depth = len(ch) - 1
         _validate(ch, deep_supervision, downsample, decoder_from)
+        if merge not in ("cat", "add"):
+            raise ValueError(f"model.net.merge must be cat or add, got {merge!r}")
+        if merge == "add" and up_channels is not None and list(up_channels) != ch[:-1]:
+            raise ValueError(f"model.net.merge=add needs up_channels = channels[:-1] = {ch[:-1]}, got {up_channels}")
+        self.merge = merge
         self.spatial_dims, self.depth, self.deep_supervision = spatial_dims, depth, deep_supervision
         self.decoder_from, self.up_kernel_size = decoder_from, up_kernel_size
         levels = _resolve_levels(level_blocks, depth)
@@ -139,7 +148,7 @@ class UNet(nn.Module):
         h_ch = [0] * (self.depth + 1)
         h_ch[self.depth] = ch[self.depth]
         for i in reversed(range(self.depth)):
-            h_ch[i] = ch[i] if self.decoder_from == "block" else up_ch[i] + ch[i]
+            h_ch[i] = ch[i] if self.decoder_from == "block" else self._merged(up_ch[i], ch[i])
         self.gates = nn.ModuleDict()
         for i in (range(self.depth) if gated_levels is None else gated_levels) if skip_gate else ():
             self.gates[str(i)] = skip_gate(  # type: ignore[misc]
@@ -151,8 +160,12 @@ class UNet(nn.Module):
             )
         self.ups = nn.ModuleList(self._up(h_ch[i + 1], up_ch[i], upsample, up_act) for i in range(self.depth))
         self.decoders = nn.ModuleList(
-            dec[i](in_channels=up_ch[i] + ch[i], out_channels=ch[i], **common) for i in range(self.depth)
+            dec[i](in_channels=self._merged(up_ch[i], ch[i]), out_channels=ch[i], **common) for i in range(self.depth)
         )
+
+    def _merged(self, up: int, skip: int) -> int:
+        """Channels of a decoder level's merged input."""
+        return up + skip if self.merge == "cat" else skip
 
     def _up(self, c_in: int, c_out: int, mode: str, act: ActSpec) -> nn.Module:
         if mode == "transpose":
@@ -187,9 +200,10 @@ class UNet(nn.Module):
             skip = skips[i]  # (B, ch[i], *S/2^i)
             if str(i) in self.gates:
                 skip = self.gates[str(i)](skip, h)
-            cat = torch.cat([self.ups[i](h), skip], dim=1)  # (B, up_ch[i] + ch[i], *S/2^i)
-            out = self.decoders[i](cat)  # (B, ch[i], *S/2^i)
-            h = out if self.decoder_from == "block" else cat
+            up = self.ups[i](h)  # (B, up_ch[i], *S/2^i)
+            merged = torch.cat([up, skip], dim=1) if self.merge == "cat" else up + skip  # (B, merged ch, *S/2^i)
+            out = self.decoders[i](merged)  # (B, ch[i], *S/2^i)
+            h = out if self.decoder_from == "block" else merged
             outs.append(out)
         logits = self.head(outs[-1])  # (B, out_channels, *S)
         if self.ds_heads is None or not self.training:
