@@ -8,7 +8,7 @@
 #  2. bench_predict: `medseg predict` vs the hand-written MONAI pipeline on a 512x512x300 volume;
 #  3. train_demo: `medseg train` on the demo data on the GPU (bf16-mixed; wall time and validation Dice);
 #  4. ablation_*: attention_unet in its textbook form and without channels-last (what each speed choice buys on a GPU);
-#  5. pytest_gpu: the Triton kernels' GPU parity tests (bf16/fp16/fp32 against the float64 reference);
+#  5. pytest_gpu: every gpu-marked test (kernels vs the float64 reference in bf16/fp16/fp32, bf16 autocast);
 #  6. bench_kernels: kernel timings (ours vs eager, torch.compile, SDPA, FlexAttention) at the reference sizes;
 #  7. compile: attention_unet through torch.compile.
 # BUDGET_S (seconds, default 0 = none) bounds the whole script: each step is cut at its own limit or at the budget,
@@ -66,7 +66,7 @@ step ablation_textbook 90 python3 scripts/bench_train.py --device "$DEVICE" "${T
     --override "${ABLATION_TEXTBOOK[@]}" --json "$OUT_DIR/ablation_textbook.json"
 step ablation_no_channels_last 90 python3 scripts/bench_train.py --device "$DEVICE" "${TRAIN[@]}" --nets attention_unet \
     --override model.net.channels_last=false --json "$OUT_DIR/ablation_no_channels_last.json"
-step pytest_gpu 180 python3 -m pytest -q -p no:cacheprovider tests/kernels -m gpu
+step pytest_gpu 240 python3 -m pytest -q -p no:cacheprovider tests -m gpu
 step bench_kernels 150 python3 scripts/bench_kernels.py --quick --out "$OUT_DIR/bench_kernels.json"
 step compile 180 python3 scripts/bench_train.py --device "$DEVICE" "${TRAIN[@]}" --nets attention_unet --compile \
     --json "$OUT_DIR/compile.json"
