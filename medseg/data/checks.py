@@ -6,8 +6,10 @@ the file holds, so a damaged header cannot make the check allocate gigabytes.
 
 from __future__ import annotations
 
+import functools
 import gzip
 import zlib
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -47,12 +49,21 @@ class CaseInfo:
     fg_sample: np.ndarray
 
 
-def check_dataset(spec: DatasetSpec, atol: float = 1e-3) -> tuple[dict[str, CaseInfo], list[Problem]]:
+def check_dataset(
+    spec: DatasetSpec, atol: float = 1e-3, cache_dir: Path | None = None
+) -> tuple[dict[str, CaseInfo], list[Problem]]:
     """Read every case fully and return per-case info plus the list of problems (empty when all is well).
 
     Also reported: the unusable ``dataset.json`` entries discovery collected (``spec.problems``), duplicate case ids,
     label values not declared in ``dataset.json`` and (warnings) files of the nnU-Net / folder layouts no case uses.
+    With ``cache_dir``, the results of cases whose files have not changed since an earlier check are read from there
+    instead (``medseg.data.check_cache``).
     """
+    check: Callable[[dict[str, Any], float], tuple[CaseInfo | None, list[Problem]]] = check_case
+    if cache_dir is not None:
+        from medseg.data.check_cache import cached_check_case  # imports this module
+
+        check = functools.partial(cached_check_case, cache_dir=cache_dir)
     infos: dict[str, CaseInfo] = {}
     problems = [Problem(case, path, message) for case, path, message in spec.problems]
     if not spec.cases:
@@ -62,7 +73,7 @@ def check_dataset(spec: DatasetSpec, atol: float = 1e-3) -> tuple[dict[str, Case
         if case["id"] in seen:
             problems.append(Problem(case["id"], case["image"][0], f"duplicate case id (also {seen[case['id']]})"))
         seen.setdefault(case["id"], case["image"][0])
-        info, case_problems = check_case(case, atol)
+        info, case_problems = check(case, atol)
         problems += case_problems
         if info is not None:
             infos[case["id"]] = info

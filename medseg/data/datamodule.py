@@ -151,7 +151,8 @@ class SegDataModule(L.LightningDataModule):
         """
         generate_dataset(self.generate, self.root)
         spec = discover(self.root, strict=False)  # dataset.json entry problems are listed with the others
-        infos, problems = check_dataset(spec)
+        # data.cache=disk keeps the check results beside the preprocessed volumes: later runs and folds read no case
+        infos, problems = check_dataset(spec, cache_dir=self.cache_dir if self.cache == "disk" else None)
         for p in problems:
             if p.severity == "warning":
                 log.warning(str(p))

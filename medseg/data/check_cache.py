@@ -1,0 +1,80 @@
+"""Results of the per-case dataset checks kept on disk, so a later run (or fold) need not read every case again.
+
+An entry is keyed by what the check depends on: each file's absolute path, size and modification time, the geometry
+tolerance and the check's version. A changed or replaced file gets a new key, so it is checked again. Only cases
+without errors are stored (a broken case is read again every run until it is fixed). Entries are written atomically;
+one that cannot be read is checked again and rewritten.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from medseg.data import checks
+from medseg.data.io import atomic_path
+
+CHECK_VERSION = 1  # bump when check_case's findings change
+
+
+def _key(case: dict[str, Any], atol: float) -> str | None:
+    """Hash of the case's files (path, size, mtime) and the settings; None when a file cannot be stat'ed."""
+    files = [*case["image"], *([case["label"]] if case.get("label") is not None else [])]
+    try:
+        stats = [(str(Path(f).resolve()), Path(f).stat().st_size, Path(f).stat().st_mtime_ns) for f in files]
+    except OSError:
+        return None  # the check itself reports the missing/unreadable file
+    blob = json.dumps([CHECK_VERSION, atol, case["id"], stats])
+    return hashlib.sha256(blob.encode()).hexdigest()[:32]
+
+
+def _load(path: Path) -> tuple[checks.CaseInfo, list[checks.Problem]] | None:
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            info = checks.CaseInfo(
+                tuple(int(s) for s in z["shape"]),
+                z["spacing"].astype(np.float64),
+                {int(v) for v in z["label_values"]},
+                z["fg_sample"].astype(np.float32),
+            )
+            problems = [checks.Problem(**p) for p in json.loads(str(z["problems"]))]
+    except (OSError, ValueError, KeyError, TypeError, zipfile.BadZipFile):
+        return None
+    return info, problems
+
+
+def _save(path: Path, info: checks.CaseInfo, problems: list[checks.Problem]) -> None:
+    with atomic_path(path, suffix=".npz") as tmp:
+        np.savez(
+            tmp,
+            shape=np.asarray(info.shape, np.int64),
+            spacing=np.asarray(info.spacing, np.float64),
+            label_values=np.asarray(sorted(info.label_values), np.int64),
+            fg_sample=np.asarray(info.fg_sample, np.float32),
+            problems=np.asarray(json.dumps([p.to_dict() for p in problems])),
+        )
+
+
+def cached_check_case(
+    case: dict[str, Any], atol: float, cache_dir: Path
+) -> tuple[checks.CaseInfo | None, list[checks.Problem]]:
+    """``check_case(case, atol)``, from ``cache_dir/checks/`` when the case's files have not changed since."""
+    key = _key(case, atol)
+    if key is None:
+        return checks.check_case(case, atol)
+    path = Path(cache_dir) / "checks" / f"{key}.npz"
+    if path.is_file():
+        cached = _load(path)
+        if cached is not None:
+            return cached
+    info, problems = checks.check_case(case, atol)
+    if info is not None:
+        with contextlib.suppress(OSError):  # a read-only or full cache only costs the next run the check
+            _save(path, info, problems)
+    return info, problems
