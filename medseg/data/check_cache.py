@@ -27,7 +27,7 @@ def _key(case: dict[str, Any], atol: float) -> str | None:
     """Hash of the case's files (path, size, mtime) and the settings; None when a file cannot be stat'ed."""
     files = [*case["image"], *([case["label"]] if case.get("label") is not None else [])]
     try:
-        stats = [(str(Path(f).resolve()), Path(f).stat().st_size, Path(f).stat().st_mtime_ns) for f in files]
+        stats = [(str(Path(f).resolve()), st.st_size, st.st_mtime_ns) for f in files for st in [Path(f).stat()]]
     except OSError:
         return None  # the check itself reports the missing/unreadable file
     blob = json.dumps([CHECK_VERSION, atol, case["id"], stats])
