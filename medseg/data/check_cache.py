@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 
 from medseg.data import checks
+from medseg.data.cache import file_fingerprint
 from medseg.data.io import atomic_path
 
 CHECK_VERSION = 1  # bump when check_case's findings change
@@ -27,7 +28,7 @@ def _key(case: dict[str, Any], atol: float) -> str | None:
     """Hash of the case's files (path, size, mtime) and the settings; None when a file cannot be stat'ed."""
     files = [*case["image"], *([case["label"]] if case.get("label") is not None else [])]
     try:
-        stats = [(str(Path(f).resolve()), st.st_size, st.st_mtime_ns) for f in files for st in [Path(f).stat()]]
+        stats = [file_fingerprint(f) for f in files]
     except OSError:
         return None  # the check itself reports the missing/unreadable file
     blob = json.dumps([CHECK_VERSION, atol, case["id"], stats])

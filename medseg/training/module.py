@@ -30,8 +30,8 @@ class SegmentationModule(L.LightningModule):
         ds_weights: deep-supervision weights (None: nnU-Net's 1/2^i with the coarsest at 0).
         compile: run the training forward through ``torch.compile`` (inductor). The module's parameters and
             checkpoints are unchanged (the compiled callable is not a submodule); validation and prediction stay
-            eager (their window batches have other shapes). Off by default: on the 2-core CPU a step is ~1.3x
-            faster but compiling a 3D U-Net takes minutes (docs/benchmarks.md).
+            eager (their window batches have other shapes). Off by default: on the 2-core CPU a step is 5-8 %
+            faster but compiling a 3D U-Net takes 36 s to minutes (docs/benchmarks.md).
     """
 
     def __init__(
