@@ -18,23 +18,20 @@ Commands run in-process through ``medseg.cli.main`` (a subprocess costs ~10 s of
 from __future__ import annotations
 
 import argparse
-import gzip
 import importlib.util
 import logging
 import re
 import shlex
 import sys
-import zipfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from unittest import mock
 
-import nibabel as nib
-import numpy as np
 import pytest
 import tomllib
 import torch
+from fake_nilearn import fake_nilearn_wheel
 from hydra import compose, initialize_config_dir
 from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
 from hydra._internal.utils import get_args_parser
@@ -322,22 +319,6 @@ def test_every_documented_medseg_command_parses(tmp_path, monkeypatch):
 
 
 # ----------------------------------------------------------------------------------------------- running commands
-def fake_nilearn_wheel(path: Path) -> Path:
-    """A zip shaped like the nilearn wheel: a 1 mm 'MNI152' T1 with GM/WM maps (concentric shells, 56³)."""
-    grid = np.indices((56, 56, 56)).astype(np.float32) - 27.5
-    r = np.sqrt((grid**2).sum(0))  # mm from the centre
-    wm, gm = (r < 9).astype(np.float32), ((r >= 9) & (r < 15)).astype(np.float32)
-    t1 = np.where(r < 9, 200.0, np.where(r < 15, 140.0, np.where(r < 18, 70.0, 0.0))).astype(np.float32)
-    affine = np.diag([1.0, 1.0, 1.0, 1.0])
-    affine[:3, 3] = -27.5
-    with zipfile.ZipFile(path, "w") as zf:
-        for tag, data in (("t1", t1), ("gm", gm * 255), ("wm", wm * 255)):
-            raw = nib.Nifti1Image(data.astype(np.uint8), affine).to_bytes()
-            name = f"nilearn/datasets/data/mni_icbm152_{tag}_tal_nlin_sym_09a_converted.nii.gz"
-            zf.writestr(name, gzip.compress(raw))
-    return path
-
-
 class UserShell:
     """Runs documented command lines in-process, in ``work`` (the current folder), as a user would in a shell."""
 

@@ -1,9 +1,10 @@
 """Results of the per-case dataset checks kept on disk, so a later run (or fold) need not read every case again.
 
 An entry is keyed by what the check depends on: each file's absolute path, size and modification time, the geometry
-tolerance and the check's version. A changed or replaced file gets a new key, so it is checked again. Only cases
-without errors are stored (a broken case is read again every run until it is fixed). Entries are written atomically;
-one that cannot be read is checked again and rewritten.
+tolerance and the check's version. A changed or replaced file gets a new key, so it is checked again, and the entry
+it supersedes (same files, older size/mtime or other settings) is deleted, so the folder holds one entry per case.
+Only cases without errors are stored (a broken case is read again every run until it is fixed). Entries are written
+atomically; one that cannot be read is checked again and rewritten.
 """
 
 from __future__ import annotations
@@ -24,15 +25,20 @@ from medseg.data.io import atomic_path
 CHECK_VERSION = 1  # bump when check_case's findings change
 
 
-def _key(case: dict[str, Any], atol: float) -> str | None:
-    """Hash of the case's files (path, size, mtime) and the settings; None when a file cannot be stat'ed."""
+def _digest(obj: Any, n: int) -> str:
+    return hashlib.sha256(json.dumps(obj).encode()).hexdigest()[:n]
+
+
+def _name(case: dict[str, Any], atol: float) -> tuple[str, str] | None:
+    """``(prefix, file name)`` of the case's entry: the prefix hashes which files (paths) the case has, the rest
+    their size/mtime and the settings; None when a file cannot be stat'ed."""
     files = [*case["image"], *([case["label"]] if case.get("label") is not None else [])]
     try:
         stats = [file_fingerprint(f) for f in files]
     except OSError:
         return None  # the check itself reports the missing/unreadable file
-    blob = json.dumps([CHECK_VERSION, atol, case["id"], stats])
-    return hashlib.sha256(blob.encode()).hexdigest()[:32]
+    prefix = _digest([case["id"], [s[0] for s in stats]], 12)
+    return prefix, f"{prefix}-{_digest([CHECK_VERSION, atol, case['id'], stats], 32)}.npz"
 
 
 def _load(path: Path) -> tuple[checks.CaseInfo, list[checks.Problem]] | None:
@@ -66,10 +72,11 @@ def cached_check_case(
     case: dict[str, Any], atol: float, cache_dir: Path
 ) -> tuple[checks.CaseInfo | None, list[checks.Problem]]:
     """``check_case(case, atol)``, from ``cache_dir/checks/`` when the case's files have not changed since."""
-    key = _key(case, atol)
-    if key is None:
+    name = _name(case, atol)
+    if name is None:
         return checks.check_case(case, atol)
-    path = Path(cache_dir) / "checks" / f"{key}.npz"
+    prefix, entry = name
+    path = Path(cache_dir) / "checks" / entry
     if path.is_file():
         cached = _load(path)
         if cached is not None:
@@ -78,4 +85,7 @@ def cached_check_case(
     if info is not None:
         with contextlib.suppress(OSError):  # a read-only or full cache only costs the next run the check
             _save(path, info, problems)
+            for old in path.parent.glob(f"{prefix}-*.npz"):  # superseded entries of the same files
+                if old != path:
+                    old.unlink(missing_ok=True)
     return info, problems

@@ -58,6 +58,10 @@ def test_changed_file_is_checked_again(tiny_dataset, tmp_path, counted):
     os.utime(label, ns=(stat.st_atime_ns, stat.st_mtime_ns + 1_000_000_000))  # e.g. a corrected label
     check_dataset(spec, cache_dir=tmp_path / "cache")
     assert counted == [spec.cases[2]["id"]]
+    assert len(list((tmp_path / "cache" / "checks").glob("*.npz"))) == 6  # the superseded entry was deleted
+    counted.clear()
+    check_dataset(spec, cache_dir=tmp_path / "cache")
+    assert counted == []
 
 
 def test_unreadable_entry_is_rebuilt_and_broken_cases_are_not_stored(tiny_dataset, tmp_path, counted):
