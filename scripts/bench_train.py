@@ -40,6 +40,14 @@ Examples::
         --override model/net/skip_gate=attention model/net/decoder_block=double_conv model.net.channels_last=false
     # only the two attention U-Nets
     python scripts/bench_train.py --nets attention_unet monai_attention_unet
+    # CPU: also GFLOP per step and the convolutions' own time (the ratio if all else were free)
+    python scripts/bench_train.py --device cpu --threads 2 --profile --nets attention_unet monai_attention_unet
+
+``--profile`` (CPU) runs two more steps per net after the timed ones: one under ``torch.utils.flop_counter`` (GFLOP
+of forward + backward, convolutions and matmuls), one under ``torch.profiler`` summing the self time of every
+convolution op (``aten::*conv*``, forward and backward). ``conv s`` / the step time is the convolutions' share, and
+for each ratio ``MONAI net / ours`` the report adds MONAI's step time over our convolution time: the ratio ours would
+reach if everything but its convolutions took no time at all (an upper bound with our convolutions as they are).
 """
 
 from __future__ import annotations
@@ -97,6 +105,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument(
         "--compile", action="store_true", help="torch.compile our nets (model.compile=true); MONAI's stay eager"
     )
+    p.add_argument(
+        "--profile", action="store_true", help="CPU: also GFLOP per step and the convolutions' own time (see above)"
+    )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--json", type=Path, default=None, help="write the results here")
     p.add_argument("--_single", choices=NETS, default=None, help=argparse.SUPPRESS)
@@ -105,6 +116,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         args.device = "cuda" if torch.cuda.is_available() else "cpu"
     if args.device == "cuda" and not torch.cuda.is_available():
         p.error("--device cuda but torch.cuda.is_available() is False")
+    if args.profile and args.device != "cpu":
+        p.error("--profile measures CPU op times only (use --device cpu)")
     gpu = args.device == "cuda"
     args.patch = args.patch or (128 if gpu else 64)
     args.repeats = args.repeats or (20 if gpu else 5)
@@ -282,7 +295,8 @@ def bench_one(name: str, args: argparse.Namespace) -> dict[str, Any]:
         x, y = _batch(args, gen)
         times.append(_timed(step, x, y, args.device))
     med = statistics.median(times)
-    return {
+    prof = profile_step(step, *_batch(args, gen)) if args.profile else {}
+    return prof | {
         "net": name,
         "config": desc,
         "params": sum(p.numel() for p in net.parameters()),
@@ -298,6 +312,21 @@ def bench_one(name: str, args: argparse.Namespace) -> dict[str, Any]:
         "compiled": compiled,
         "first_step_s": compile_s,
     }
+
+
+def profile_step(step: Callable, x: torch.Tensor, y: torch.Tensor) -> dict[str, float]:
+    """GFLOP of one step (flop counter) and the self time of its convolution ops (profiler), one extra step each."""
+    from torch.profiler import ProfilerActivity, profile
+    from torch.utils.flop_counter import FlopCounterMode
+
+    with FlopCounterMode(display=False) as flops:
+        step(x, y)
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        t0 = time.perf_counter()
+        step(x, y)
+        profiled_s = time.perf_counter() - t0
+    conv_us = sum(e.self_cpu_time_total for e in prof.key_averages() if e.key.startswith("aten::") and "conv" in e.key)
+    return {"gflop": flops.get_total_flops() / 1e9, "conv_s": conv_us / 1e6, "profiled_step_s": profiled_s}
 
 
 def _child_argv(args: argparse.Namespace, name: str, out: Path) -> list[str]:
@@ -331,6 +360,7 @@ def _child_argv(args: argparse.Namespace, name: str, out: Path) -> list[str]:
     ]
     argv += ["--threads", str(args.threads)] if args.threads else []
     argv += ["--override", *args.override] if args.override else []
+    argv += ["--profile"] if args.profile else []
     return argv + (["--compile"] if args.compile else [])
 
 
@@ -382,6 +412,15 @@ def ratios(results: dict[str, dict[str, Any]]) -> dict[str, float]:
         label: results[a]["median_s"] / results[b]["median_s"]
         for label, a, b in RATIOS
         if a in results and b in results
+    }
+
+
+def conv_bounds(results: dict[str, dict[str, Any]]) -> dict[str, float]:
+    """For each ratio MONAI net / ours: MONAI's median step over our convolution time alone (``--profile``)."""
+    return {
+        label: results[a]["median_s"] / results[b]["conv_s"]
+        for label, a, b in RATIOS
+        if a.startswith("monai_") and a in results and "conv_s" in results.get(b, {})
     }
 
 
@@ -440,8 +479,17 @@ def print_report(results: dict[str, dict[str, Any]], args: argparse.Namespace, m
     for r in results.values():
         first = f"; compiled, first step (compile + step) {r['first_step_s']:.0f} s" if r.get("compiled") else ""
         print(f"  {r['net']}: {r['config']}{first}")
+    for r in results.values():
+        if "conv_s" in r:
+            print(
+                f"  {r['net']}: {r['gflop']:.0f} GFLOP/step; convolutions {r['conv_s']:.2f} s of a "
+                f"{r['profiled_step_s']:.2f} s profiled step ({r['conv_s'] / r['profiled_step_s']:.0%}), "
+                f"{r['gflop'] / r['profiled_step_s']:.0f} GFLOP/s over the step"
+            )
     for label, value in ratios(results).items():
         print(f"  time ratio {label}: {value:.2f}")
+    for label, value in conv_bounds(results).items():
+        print(f"  time ratio {label} if all but the denominator's convolutions took no time: <= {value:.2f}")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -475,6 +523,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             "results": results,
             "failed": failed,
             "ratios": ratios(results),
+            "ratio_bounds_conv_only": conv_bounds(results),
         }
         args.json.write_text(json.dumps(payload, indent=2))
         print(f"wrote {args.json}")
