@@ -2,7 +2,8 @@
 
 An entry is keyed by what the check depends on: each file's absolute path, size and modification time, the geometry
 tolerance and the check's version. A changed or replaced file gets a new key, so it is checked again, and the entry
-it supersedes (same files, older size/mtime or other settings) is deleted, so the folder holds one entry per case.
+it supersedes (same files, older size/mtime or other settings) is deleted, so the folder holds one entry per case
+(entries of the first naming, without the ``<paths hash>-`` prefix, are deleted then too).
 Only cases without errors are stored (a broken case is read again every run until it is fixed). Entries are written
 atomically; one that cannot be read is checked again and rewritten.
 """
@@ -85,7 +86,7 @@ def cached_check_case(
     if info is not None:
         with contextlib.suppress(OSError):  # a read-only or full cache only costs the next run the check
             _save(path, info, problems)
-            for old in path.parent.glob(f"{prefix}-*.npz"):  # superseded entries of the same files
-                if old != path:
+            for old in path.parent.glob("*.npz"):  # superseded entries of these files; unprefixed = first naming
+                if old != path and (old.name.startswith(f"{prefix}-") or "-" not in old.stem):
                     old.unlink(missing_ok=True)
     return info, problems

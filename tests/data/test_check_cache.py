@@ -53,12 +53,15 @@ def test_changed_file_is_checked_again(tiny_dataset, tmp_path, counted):
     spec = discover(tiny_dataset)
     check_dataset(spec, cache_dir=tmp_path / "cache")
     counted.clear()
+    orphan = tmp_path / "cache" / "checks" / f"{'0' * 32}.npz"  # an entry named the way the first version did
+    orphan.write_bytes(b"old")
     label = Path(spec.cases[2]["label"])
     stat = label.stat()
     os.utime(label, ns=(stat.st_atime_ns, stat.st_mtime_ns + 1_000_000_000))  # e.g. a corrected label
     check_dataset(spec, cache_dir=tmp_path / "cache")
     assert counted == [spec.cases[2]["id"]]
     assert len(list((tmp_path / "cache" / "checks").glob("*.npz"))) == 6  # the superseded entry was deleted
+    assert not orphan.exists()
     counted.clear()
     check_dataset(spec, cache_dir=tmp_path / "cache")
     assert counted == []
