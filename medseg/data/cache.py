@@ -54,7 +54,8 @@ class CacheError(RuntimeError):
     """A cache entry is missing, incomplete or corrupt (it is rebuilt)."""
 
 
-def _digest(obj: Any, n: int = 16) -> str:
+def digest(obj: Any, n: int = 16) -> str:
+    """Short sha256 hex of ``obj`` as JSON: the cache entries' names."""
     return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:n]
 
 
@@ -103,7 +104,7 @@ class DiskCache:
             "geometry": settings,
             "libraries": _versions(),
         }
-        self.key = _digest(self.settings)
+        self.key = digest(self.settings)
         name = re.sub(r"[^A-Za-z0-9._-]", "_", root.name)[:60] or "dataset"
         self.folder = Path(cache_dir).expanduser().absolute() / f"{name}-{self.key}"
 
@@ -114,8 +115,8 @@ class DiskCache:
         case = str(item.get("case") or Path(_item_files(item)[0]).name)
         safe = re.sub(r"[^A-Za-z0-9._-]", "_", case)[:80].lstrip(".") or "case"  # no hidden names (temporaries)
         if safe != case:  # keep case ids that only differ in replaced characters apart (stale-entry removal)
-            safe = f"{safe}~{_digest(case, 8)}"
-        return self.folder / f"{safe}-{_digest([self.key, files])}"
+            safe = f"{safe}~{digest(case, 8)}"
+        return self.folder / f"{safe}-{digest([self.key, files])}"
 
     # ------------------------------------------------------------------------------------------------- reading
     def check(self, entry: Path, deep: bool = False) -> dict[str, Any]:

@@ -11,7 +11,6 @@ atomically; one that cannot be read is checked again and rewritten.
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import zipfile
 from pathlib import Path
@@ -20,14 +19,10 @@ from typing import Any
 import numpy as np
 
 from medseg.data import checks
-from medseg.data.cache import file_fingerprint
+from medseg.data.cache import digest, file_fingerprint
 from medseg.data.io import atomic_path
 
 CHECK_VERSION = 1  # bump when check_case's findings change
-
-
-def _digest(obj: Any, n: int) -> str:
-    return hashlib.sha256(json.dumps(obj).encode()).hexdigest()[:n]
 
 
 def _name(case: dict[str, Any], atol: float) -> tuple[str, str] | None:
@@ -38,8 +33,8 @@ def _name(case: dict[str, Any], atol: float) -> tuple[str, str] | None:
         stats = [file_fingerprint(f) for f in files]
     except OSError:
         return None  # the check itself reports the missing/unreadable file
-    prefix = _digest([case["id"], [s[0] for s in stats]], 12)
-    return prefix, f"{prefix}-{_digest([CHECK_VERSION, atol, case['id'], stats], 32)}.npz"
+    prefix = digest([case["id"], [s[0] for s in stats]], 12)
+    return prefix, f"{prefix}-{digest([CHECK_VERSION, atol, case['id'], stats], 32)}.npz"
 
 
 def _load(path: Path) -> tuple[checks.CaseInfo, list[checks.Problem]] | None:
