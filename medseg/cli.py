@@ -12,7 +12,7 @@ from typing import Any
 from rich.console import Console
 from rich.markup import escape
 
-console = Console(stderr=True)
+console = Console(stderr=True, soft_wrap=True)
 
 USAGE = """usage: medseg <command> [options] [key=value ...]
 

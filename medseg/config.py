@@ -42,29 +42,3 @@ def resolved_yaml(cfg: DictConfig) -> str:
     plain = OmegaConf.to_container(cfg, resolve=True)
     assert isinstance(plain, dict)
     return OmegaConf.to_yaml(OmegaConf.create(plain))
-
-
-SAFE_TARGET_PREFIXES = ("medseg.", "medseg_kernels.", "monai.", "torch.", "lightning.")
-
-
-def check_targets(cfg: Any, source: str | Path) -> None:
-    """Refuse to instantiate ``_target_``s outside medseg, monai, torch and lightning from a config on disk.
-
-    A run directory from someone else is data, not code: a ``_target_: os.system`` must not run.
-    """
-    bad: list[str] = []
-
-    def walk(node: Any, path: str) -> None:
-        if isinstance(node, dict):
-            target = node.get("_target_")
-            if target is not None and not str(target).startswith(SAFE_TARGET_PREFIXES):
-                bad.append(f"{path or '<root>'}._target_={target}")
-            for key, value in node.items():
-                walk(value, f"{path}.{key}" if path else str(key))
-        elif isinstance(node, list):
-            for i, value in enumerate(node):
-                walk(value, f"{path}[{i}]")
-
-    walk(OmegaConf.to_container(cfg, resolve=False) if isinstance(cfg, DictConfig) else cfg, "")
-    if bad:
-        raise ValueError(f"{source}: refusing to instantiate untrusted targets {bad} (pass --trust if you wrote it)")

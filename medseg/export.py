@@ -31,7 +31,7 @@ TOLERANCE = 1e-4
 FORMATS = {"torchscript": ".pt", "onnx": ".onnx"}
 ONNX_HINT = "ONNX export needs the optional packages onnx, onnxruntime and onnxscript: pip install 'medseg[export]'"
 
-console = Console(stderr=True)
+console = Console(stderr=True, soft_wrap=True)
 
 
 class ExportError(ValueError):

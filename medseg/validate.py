@@ -13,6 +13,8 @@ from typing import Any
 import numpy as np
 from omegaconf import DictConfig, OmegaConf
 
+from medseg.safe_config import ConfigRefused, load_yaml
+
 
 class ConfigError(ValueError):
     """An invalid configuration; the message lists every offending key."""
@@ -183,9 +185,9 @@ def _check_resume(cfg: DictConfig, run_dir: Path) -> list[str]:
     if not (cfg.get("resume", True) and (run_dir / "checkpoints" / "last.ckpt").is_file() and saved_path.is_file()):
         return []
     try:
-        saved = OmegaConf.load(saved_path)
-    except Exception as err:  # noqa: BLE001 - a damaged YAML file
-        return [f"{saved_path}: cannot read the saved config of the run to resume ({type(err).__name__}: {err})"]
+        saved = load_yaml(saved_path)
+    except ConfigRefused as err:  # a damaged or hostile YAML file
+        return [f"cannot read the saved config of the run to resume: {err}"]
     diffs = []
     for key in RESUME_KEYS:
         old, new = _plain(OmegaConf.select(saved, key)), _plain(OmegaConf.select(cfg, key))

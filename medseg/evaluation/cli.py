@@ -15,7 +15,7 @@ from rich.table import Table
 
 from medseg.data.io import atomic_write_json
 
-err_console = Console(stderr=True)
+err_console = Console(stderr=True, soft_wrap=True)
 
 
 def evaluate_parser() -> argparse.ArgumentParser:

@@ -17,7 +17,7 @@ from rich.table import Table
 from medseg.data.io import atomic_write_json, is_image_file, strip_suffix
 from medseg.inference.cases import list_cases, resolve_runs
 
-console = Console(stderr=True)
+console = Console(stderr=True, soft_wrap=True)
 
 
 def predict_parser() -> argparse.ArgumentParser:

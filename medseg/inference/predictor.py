@@ -26,13 +26,13 @@ import numpy as np
 import torch
 from monai import transforms as T
 from monai.data import MetaTensor
-from omegaconf import OmegaConf
 
-from medseg.config import build, check_targets
+from medseg.config import build
 from medseg.data.io import NIFTI_SUFFIXES, read_volume, strip_suffix
 from medseg.data.transforms import preprocess
 from medseg.inference.resample import inverse_map, invert_labels
 from medseg.inference.sliding import plan_slabs, predict_slabs, sliding_softmax
+from medseg.safe_config import load_run_config
 
 SLAB_AXIS = 0  # slabs along the first spatial axis: each channel's slab is one contiguous block
 
@@ -53,9 +53,7 @@ def load_module(run_dir: str | Path, checkpoint: str = "best", trust: bool = Fal
     """The run's LightningModule (network + sliding-window settings) with the ``checkpoint`` weights, in eval mode
     on the CPU (``last`` when there is no ``best``). Refuses untrusted config targets unless ``trust``."""
     run_dir = Path(run_dir)
-    cfg = OmegaConf.load(run_dir / "config.yaml")
-    if not trust:
-        check_targets(cfg, run_dir / "config.yaml")
+    cfg = load_run_config(run_dir / "config.yaml", trust)
     prep = json.loads((run_dir / "preprocessing.json").read_text())
     module = build(cfg.model, roi_size=prep["roi_size"])
     ckpt = run_dir / "checkpoints" / f"{checkpoint}.ckpt"

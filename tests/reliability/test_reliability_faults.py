@@ -299,20 +299,23 @@ def test_no_shell_commands_built_from_strings():
     assert not offenders, offenders
 
 
-def test_configs_loaded_from_run_dirs_are_target_checked_before_building():
-    """Every module that loads a YAML config from disk and instantiates from it calls check_targets."""
+def test_configs_on_disk_are_read_only_through_the_safe_loader():
+    """No module reads a YAML file with OmegaConf/yaml directly: ``medseg.safe_config`` (tag-free loader + target
+    allowlist) is the only reader of config files from run directories."""
     offenders = []
     for path in sorted((REPO / "medseg").rglob("*.py")):
-        names = {_name(c.func).split(".")[-1] for c in _calls(ast.parse(path.read_text()))}
-        loads = "OmegaConf.load" in path.read_text() and {"build", "instantiate"} & names
-        if loads and "check_targets" not in names:
-            offenders.append(str(path.relative_to(REPO)))
+        if path.name == "safe_config.py":
+            continue
+        names = {_name(c.func) for c in _calls(ast.parse(path.read_text()))}
+        bad = names & {"OmegaConf.load", "yaml.load", "yaml.unsafe_load", "yaml.full_load", "yaml.safe_load"}
+        if bad:
+            offenders.append(f"{path.relative_to(REPO)}: {sorted(bad)}")
     assert not offenders, offenders
 
 
 def test_check_targets_refuses_foreign_targets():
-    from medseg.config import check_targets
+    from medseg.safe_config import ConfigRefused, check_targets
 
-    with pytest.raises(ValueError, match=r"model\.net\._target_=os\.system"):
+    with pytest.raises(ConfigRefused, match=r"model\.net\._target_='os\.system'"):
         check_targets({"model": {"net": {"_target_": "os.system", "_args_": ["rm -rf ~"]}}}, "config.yaml")
     check_targets({"model": {"net": {"_target_": "medseg.nets.UNet"}}}, "config.yaml")
