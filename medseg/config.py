@@ -42,3 +42,16 @@ def resolved_yaml(cfg: DictConfig) -> str:
     plain = OmegaConf.to_container(cfg, resolve=True)
     assert isinstance(plain, dict)
     return OmegaConf.to_yaml(OmegaConf.create(plain))
+
+
+PATH_KEYS = ("data.root", "data.cache_dir", "paths.cache_dir", "paths.runs_dir", "init_from", "cv.splits_file")
+
+
+def absolute_paths(cfg: DictConfig) -> None:
+    """Expand ``~`` and make the path keys absolute in place, so a saved ``config.yaml`` names the same files from
+    any working directory and for any reader (a notebook does not expand ``~``). Symlinks are kept as written."""
+    with open_dict(cfg):
+        for key in PATH_KEYS:
+            value = OmegaConf.select(cfg, key, default=None)
+            if isinstance(value, str) and value:
+                OmegaConf.update(cfg, key, str(Path(value).expanduser().absolute()), merge=False)

@@ -12,8 +12,6 @@ printed and written as JSON beside the export (``<file>.json``).
 
 from __future__ import annotations
 
-import argparse
-import json
 import logging
 import warnings
 from collections.abc import Callable
@@ -22,16 +20,12 @@ from typing import Any
 
 import numpy as np
 import torch
-from rich.console import Console
-from rich.markup import escape
 
-from medseg.data.io import atomic_path, atomic_write_json
+from medseg.fileio import atomic_path, atomic_write_json
 
 TOLERANCE = 1e-4
 FORMATS = {"torchscript": ".pt", "onnx": ".onnx"}
 ONNX_HINT = "ONNX export needs the optional packages onnx, onnxruntime and onnxscript: pip install 'medseg[export]'"
-
-console = Console(stderr=True, soft_wrap=True)
 
 
 class ExportError(ValueError):
@@ -110,17 +104,18 @@ def export_run(
 ) -> dict[str, Any]:
     """Export the network of ``run_dir`` to ``out`` (default ``<run_dir>/model.pt`` / ``model.onnx``), check parity
     and write the report to ``<out>.json``. Returns the report; raises ``ExportError`` when parity fails."""
-    from medseg.inference.cases import is_run_dir
     from medseg.inference.predictor import load_module
+    from medseg.run_dir import RunDir
 
-    run_dir = Path(run_dir).expanduser()
+    rundir = RunDir(run_dir)
+    run_dir = rundir.path
     if fmt not in FORMATS:
         raise ExportError(f"--format must be one of {sorted(FORMATS)}, got {fmt!r}")
-    if not is_run_dir(run_dir):
+    if not rundir.is_train_run():
         raise ExportError(f"-m {run_dir}: not a train run dir (config.yaml + checkpoints/); for CV export a fold_<k>")
     if fmt == "onnx":
         _require_onnx()
-    prep = json.loads((run_dir / "preprocessing.json").read_text())
+    prep = rundir.preprocessing_info()
     path = Path(out).expanduser() if out else run_dir / f"model{FORMATS[fmt]}"
     path.parent.mkdir(parents=True, exist_ok=True)
     net = load_module(run_dir, checkpoint, trust).net.float().eval()
@@ -167,30 +162,3 @@ def _versions(fmt: str) -> dict[str, str]:
 
         versions.update(onnx=onnx.__version__, onnxruntime=onnxruntime.__version__)
     return versions
-
-
-def export_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="medseg export", description="Export a trained network with a parity check.")
-    p.add_argument("-m", "--model", required=True, metavar="RUN_DIR", help="train run dir (or one fold_<k> of a CV)")
-    p.add_argument("--format", required=True, choices=sorted(FORMATS), help="torchscript (.pt) or onnx (.onnx)")
-    p.add_argument("-o", "--output", default=None, metavar="FILE", help="default: RUN_DIR/model.pt or model.onnx")
-    p.add_argument("--checkpoint", choices=["best", "last"], default="best")
-    p.add_argument("--opset", type=int, default=None, help="ONNX opset (default: the exporter's)")
-    p.add_argument("--trust", action="store_true", help="allow config targets outside medseg/monai/torch/lightning")
-    return p
-
-
-def run_export(argv: list[str]) -> int:
-    """Run ``medseg export``; returns the exit code (1 on any error, parity failure included)."""
-    args = export_parser().parse_args(argv)
-    try:
-        report = export_run(args.model, args.format, args.output, args.checkpoint, args.trust, args.opset)
-    except (ExportError, ValueError, OSError) as err:
-        console.print(f"[bold red]medseg export: error:[/] {escape(str(err))}")
-        return 1
-    parity = report["parity"]
-    Console().print(
-        f"exported {escape(report['file'])} ({report['format']}, input {report['input_shape']}); parity vs PyTorch: "
-        f"max |Δlogits| = {parity['max_abs_diff']:.3g} ≤ {parity['tolerance']:g} → report {escape(report['file'])}.json"
-    )
-    return 0

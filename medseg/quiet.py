@@ -13,8 +13,14 @@ class _DropTips(logging.Filter):
 
 
 def quiet_third_party() -> None:
-    """Route Lightning's logs through the root logger once, drop its advertising tips and known-harmless warnings."""
-    for name in ("lightning", "lightning.pytorch", "lightning.fabric"):
+    """Route Lightning's logs through the root logger once, drop its advertising tips and known-harmless warnings.
+
+    Lightning adds its own console handler when it is first imported before logging is configured; importing it
+    here first and then removing that handler leaves one handler (Hydra's or the root's): one line per message.
+    """
+    import lightning.pytorch  # noqa: F401 - so that its handlers exist before they are removed
+
+    for name in ("lightning", "lightning.pytorch", "lightning.fabric", "lightning_fabric"):
         logger = logging.getLogger(name)
         logger.handlers.clear()
         logger.propagate = True

@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 from omegaconf import DictConfig, OmegaConf
 
+from medseg.run_dir import RunDir
 from medseg.safe_config import ConfigRefused, load_yaml
 
 
@@ -33,7 +34,8 @@ def check_writable(folder: str | Path, key: str = "hydra.run.dir") -> None:
         with tempfile.TemporaryFile(dir=folder, prefix=".medseg_probe_"):
             pass
     except OSError as err:
-        raise OSError(f"{key}={folder}: not writable ({type(err).__name__}: {err})") from err
+        where = f"{key} {folder}" if key.startswith("-") else f"{key}={folder}"
+        raise OSError(f"{where}: not writable ({err.strerror or type(err).__name__})") from err
 
 
 def check_creatable(folder: str | Path, key: str = "hydra.run.dir") -> None:
@@ -49,7 +51,7 @@ def check_creatable(folder: str | Path, key: str = "hydra.run.dir") -> None:
     raise OSError(f"{key}={folder}: not writable ({reason})")
 
 
-def validate_config(cfg: DictConfig, dm: Any, run_dir: Path | None = None) -> None:
+def validate_config(cfg: DictConfig, dm: Any, run: RunDir | None = None) -> None:
     """Check ``cfg`` against the prepared data module ``dm``; one ``ConfigError`` listing every problem.
 
     Checked: 2D/3D agreement of network and data, patch sizes (positive, divisible by ``2**depth`` for the U-Net),
@@ -62,8 +64,8 @@ def validate_config(cfg: DictConfig, dm: Any, run_dir: Path | None = None) -> No
     problems += _check_layer_specs(net, int(net.get("spatial_dims", dm.spatial_dims)))
     problems += _check_classes(cfg, net, dm)
     problems += _check_ranges(cfg, dm)
-    if run_dir is not None:
-        problems += _check_resume(cfg, run_dir)
+    if run is not None:
+        problems += _check_resume(cfg, run)
     if problems:
         raise ConfigError("invalid configuration:\n" + "\n".join(f"  - {p}" for p in problems))
 
@@ -175,14 +177,19 @@ def _check_ranges(cfg: DictConfig, dm: Any) -> list[str]:
     return out
 
 
-RESUME_KEYS = ("model.net", "data.spacing", "data.num_classes", "data.in_channels")
+RESUME_KEYS = ("model.net", "data.root", "data.spacing", "data.modality", "data.num_classes", "data.in_channels")
 
 
-def _check_resume(cfg: DictConfig, run_dir: Path) -> list[str]:
-    """A run dir that will be resumed must hold a run of the same network and preprocessing (else its checkpoint does
-    not fit, or its saved ``config.yaml`` would be overwritten with one that does not describe its checkpoints)."""
-    saved_path = run_dir / "config.yaml"
-    if not (cfg.get("resume", True) and (run_dir / "checkpoints" / "last.ckpt").is_file() and saved_path.is_file()):
+def _check_resume(cfg: DictConfig, run: RunDir) -> list[str]:
+    """A run dir that will be resumed must hold a run of the same network, data and preprocessing (else its checkpoint
+    does not fit, or its saved config and metrics would be overwritten by a run that does not describe them)."""
+    saved_path, run_dir = run.config, run.path
+    if not cfg.get("resume", True) and (run.best_checkpoint.is_file() or run.last_checkpoint.is_file()):
+        return [
+            f"resume=false but hydra.run.dir={run_dir} already holds a run ({run.describe_state()}): use a new "
+            "hydra.run.dir, or delete that folder to start over there"
+        ]
+    if not (run.last_checkpoint.is_file() and saved_path.is_file()):
         return []
     try:
         saved = load_yaml(saved_path)
@@ -191,14 +198,15 @@ def _check_resume(cfg: DictConfig, run_dir: Path) -> list[str]:
     diffs = []
     for key in RESUME_KEYS:
         old, new = _plain(OmegaConf.select(saved, key)), _plain(OmegaConf.select(cfg, key))
+        if key == "data.root" and isinstance(old, str) and isinstance(new, str):  # configs before paths were absolute
+            old, new = str(Path(old).expanduser().absolute()), str(Path(new).expanduser().absolute())
         diffs += [f"{k}: {a!r} → {b!r}" for k, a, b in _differences(old, new, key)]
     if not diffs:
         return []
     shown = "; ".join(diffs[:5]) + (f"; … ({len(diffs) - 5} more)" if len(diffs) > 5 else "")
     return [
-        f"hydra.run.dir={run_dir} holds a run with a different network or preprocessing ({shown}). Resuming needs "
-        "the same settings: use a new hydra.run.dir (or resume=false to start over there; new checkpoints get a "
-        "version suffix)"
+        f"hydra.run.dir={run_dir} holds a run with a different network, dataset or preprocessing ({shown}). "
+        "Resuming needs the same settings: use a new hydra.run.dir, or delete that folder to start over there"
     ]
 
 
@@ -209,3 +217,46 @@ def _differences(old: Any, new: Any, path: str) -> list[tuple[str, Any, Any]]:
             out += _differences(old.get(key), new.get(key), f"{path}.{key}")
         return out
     return [] if old == new else [(path, old, new)]
+
+
+SPECIAL_KEYS = {"_target_", "_partial_", "_args_", "_convert_", "_recursive_"}
+
+
+def check_constructor_keys(cfg: Any) -> list[str]:
+    """Keys of instantiated nodes that their ``_target_`` does not take (``+trainer.max_epoch=3`` would only fail
+    as a ``TypeError`` once training starts), each with the nearest argument it does take."""
+    import difflib
+    import inspect
+
+    from hydra._internal.utils import _locate
+
+    problems: list[str] = []
+    plain = OmegaConf.to_container(cfg, resolve=False) if isinstance(cfg, DictConfig) else cfg
+    for path, node in _instantiated_nodes(plain, ""):
+        target = node["_target_"]
+        try:
+            params = inspect.signature(_locate(target)).parameters
+        except Exception:  # noqa: BLE001 - not importable or no signature: building it reports the problem
+            continue
+        if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
+            continue
+        for key in node:
+            if key in SPECIAL_KEYS or key in params:
+                continue
+            close = difflib.get_close_matches(str(key), list(params), n=1, cutoff=0.6)
+            hint = f"; did you mean {path}.{close[0]}?" if close else f" (it takes: {', '.join(params)})"
+            problems.append(f"{path}.{key}: {target} takes no argument {key!r}{hint}")
+    return problems
+
+
+def _instantiated_nodes(node: Any, path: str) -> list[tuple[str, dict[str, Any]]]:
+    found = []
+    if isinstance(node, dict):
+        if isinstance(node.get("_target_"), str):
+            found.append((path or "<root>", node))
+        for key, value in node.items():
+            found += _instantiated_nodes(value, f"{path}.{key}" if path else str(key))
+    elif isinstance(node, list):
+        for i, value in enumerate(node):
+            found += _instantiated_nodes(value, f"{path}[{i}]")
+    return found

@@ -8,7 +8,7 @@ spacing; default 512×512×300 at 0.78×0.78×2 mm) with the same network and we
 z-score normalisation, so both pipelines normalise alike). The weights are untrained: the timings and memory do not
 depend on them, and both pipelines must still agree voxel by voxel (the agreement is reported).
 
-* ``medseg``: ``medseg predict -m RUN -i FILE -o OUT`` (``medseg.inference.cli.run_predict``): load → RAS → resample →
+* ``medseg``: ``medseg predict -m RUN -i FILE -o OUT`` (``medseg.cli.predict.run``): load → RAS → resample →
   crop to non-zero → z-score → Gaussian sliding window → bounded-memory inversion to the input grid + argmax → uint8
   NIfTI with the input's header.
 * ``monai``: the MONAI tutorial pipeline: ``LoadImaged`` → ``EnsureTyped(float32)`` → ``Orientationd(RAS)`` →
@@ -104,7 +104,7 @@ def write_run(run: Path, args: argparse.Namespace) -> None:
     import torch
 
     from medseg.config import build, compose_config, resolved_yaml
-    from medseg.data.io import atomic_write_json, atomic_write_text
+    from medseg.fileio import atomic_write_json, atomic_write_text
 
     overrides = [
         "data=nifti",
@@ -143,7 +143,7 @@ def _peak_rss_mb() -> float:
 
 
 def _child_medseg(args: argparse.Namespace) -> None:
-    from medseg.inference.cli import run_predict
+    from medseg.cli.predict import run as run_predict
     from medseg.quiet import quiet_third_party
 
     quiet_third_party()
@@ -205,7 +205,7 @@ def run_child(args: argparse.Namespace) -> None:
     import monai.transforms  # noqa: F401
     import torch
 
-    import medseg.inference.cli  # noqa: F401 - imports outside the timed region, like a warm `medseg` process
+    import medseg.cli.predict  # noqa: F401 - imports outside the timed region, like a warm `medseg` process
 
     torch.set_num_threads(args.threads)
     cuda = args.device.startswith("cuda")

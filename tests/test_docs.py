@@ -149,7 +149,7 @@ def doc_commands(doc: Path) -> list[tuple[str, list[str]]]:
 
 def usage_commands() -> list[str]:
     """The commands listed by ``medseg --help``."""
-    listing = cli.USAGE.split("commands:", 1)[1].split("\n\n", 1)[0]
+    listing = cli.usage().split("commands:", 1)[1].split("\n\n", 1)[0]
     return [line.split()[0] for line in listing.splitlines() if line.strip()]
 
 
@@ -280,7 +280,7 @@ def check_medseg_command(args: list[str], composer: Composer, where: str) -> Non
     else:
         parsed = argparse_command(args)
         if parsed.parser.prog == "medseg check-data":  # its data.root=PATH argument is checked after parsing
-            from medseg.workflows.check_data import _root_from
+            from medseg.cli.check_data import _root_from
 
             try:
                 _root_from(parsed.namespace.overrides, parsed.parser)

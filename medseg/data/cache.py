@@ -38,7 +38,7 @@ import torch
 from monai.data import Dataset, MetaTensor
 from monai.transforms import Compose
 
-from medseg.data.io import atomic_write_json, umask
+from medseg.fileio import atomic_write_json, umask
 
 log = logging.getLogger(__name__)
 

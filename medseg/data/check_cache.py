@@ -20,7 +20,7 @@ import numpy as np
 
 from medseg.data import checks
 from medseg.data.cache import digest, file_fingerprint
-from medseg.data.io import atomic_path
+from medseg.fileio import atomic_path
 
 CHECK_VERSION = 1  # bump when check_case's findings change
 

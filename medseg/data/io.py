@@ -1,12 +1,7 @@
-"""Reading headers/arrays of NIfTI (nibabel) and other ITK formats (SimpleITK), and atomic writes."""
+"""Reading headers/arrays of NIfTI (nibabel) and other ITK formats (SimpleITK)."""
 
 from __future__ import annotations
 
-import contextlib
-import json
-import os
-import tempfile
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -76,57 +71,3 @@ def ras_spacing(affine: np.ndarray) -> np.ndarray:
     for vox_axis, (world_axis, _) in enumerate(ornt):
         out[int(world_axis)] = zooms[vox_axis]
     return out
-
-
-@contextlib.contextmanager
-def atomic_path(path: str | Path, suffix: str = ".tmp") -> Iterator[Path]:
-    """A temporary file beside ``path`` to write; when the block succeeds it is fsynced and renamed over ``path``.
-
-    Readers see the old file or the new one, never a partial one; on an error the temporary file is removed. ``suffix``
-    lets writers that choose the format by name (``.nii.gz``, ``.png``, ``.onnx``) see the right one. The file gets
-    the usual permissions (``0o666`` minus the umask), not ``mkstemp``'s private ``0o600``.
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=suffix)
-    os.close(fd)
-    tmp = Path(name)
-    try:
-        yield tmp
-        fd = os.open(tmp, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        os.chmod(tmp, 0o666 & ~umask())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-
-
-def atomic_write_text(path: str | Path, text: str) -> None:
-    """Write text to ``path`` whole or not at all (``atomic_path``)."""
-    with atomic_path(path) as tmp:
-        tmp.write_text(text)
-
-
-def umask() -> int:
-    """The process umask (read without changing it for longer than two calls)."""
-    mask = os.umask(0o022)
-    os.umask(mask)
-    return mask
-
-
-def atomic_write_json(path: str | Path, obj: Any) -> None:
-    atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=False, default=_json_default) + "\n")
-
-
-def _json_default(obj: Any) -> Any:
-    if isinstance(obj, (np.integer, np.floating)):
-        return obj.item()
-    if isinstance(obj, np.ndarray):
-        return obj.tolist()
-    if isinstance(obj, Path):
-        return str(obj)
-    raise TypeError(f"not JSON serialisable: {type(obj).__name__}")

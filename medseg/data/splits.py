@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 
 from medseg.data.discovery import DatasetError
-from medseg.data.io import atomic_write_json
+from medseg.fileio import atomic_write_json
 
 
 def train_val_split(case_ids: list[str], val_fraction: float, seed: int) -> dict[str, list[str]]:

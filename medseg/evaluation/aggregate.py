@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from medseg.data.io import atomic_write_text
+from medseg.fileio import atomic_write_text
 
 SUMMARY_METRICS = ("dice", "hd95", "nsd")
 CSV_METRICS = ("dice", "hd95", "nsd", "vol_diff_ml")

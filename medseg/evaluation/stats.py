@@ -13,7 +13,6 @@ from typing import Any
 
 import numpy as np
 
-SUMMARY_FILES = ("cv_summary.json",)
 _CASE_METRICS = ("dice", "iou", "hd95", "nsd", "vol_pred_ml", "vol_ref_ml", "vol_diff_ml", "tp", "fp", "fn")
 
 
@@ -99,16 +98,18 @@ def compare_cases(a: dict[str, Any], b: dict[str, Any], n_boot: int = 10000, see
 
 
 def find_summary(run: str | Path) -> Path:
-    """The summary JSON of a run: the file itself, or ``cv_summary.json`` inside a run folder."""
-    run = Path(run)
-    if run.is_file():
-        return run
-    if not run.is_dir():
-        raise FileNotFoundError(f"{run}: no such run folder or summary file")
-    for name in SUMMARY_FILES:
-        if (run / name).is_file():
-            return run / name
-    raise FileNotFoundError(f"{run}: no {' or '.join(SUMMARY_FILES)} in this folder")
+    """The summary JSON of a run: the file itself, or the CV summary inside a run folder."""
+    from medseg.run_dir import RunDir
+
+    path = Path(run)
+    if path.is_file():
+        return path
+    if not path.is_dir():
+        raise FileNotFoundError(f"{path}: no such run folder or summary file")
+    summary = RunDir(path).cv_summary
+    if summary.is_file():
+        return summary
+    raise FileNotFoundError(f"{path}: no {summary.name} in this folder (a CV or Turbolift-stage run has one)")
 
 
 def _row_value(row: dict[str, Any], metric: str) -> Any:

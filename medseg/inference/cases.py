@@ -1,43 +1,14 @@
-"""Resolving what ``medseg predict`` runs: which trained runs (train / CV / Turbolift) and which input cases."""
+"""Which input cases ``medseg predict`` segments: files, folders, multi-channel groups (which trained runs it
+loads: ``medseg.run_dir.trained_runs``)."""
 
 from __future__ import annotations
 
-import json
 import re
 from pathlib import Path
 
 from medseg.data.io import is_image_file, strip_suffix
 
 _CHANNEL = re.compile(r"^(?P<case>.+)_(?P<ch>\d{4})$")
-
-
-def is_run_dir(path: Path) -> bool:
-    return (path / "config.yaml").is_file() and (path / "checkpoints").is_dir()
-
-
-def resolve_runs(model_dir: str | Path, folds: list[int] | None = None) -> list[Path]:
-    """Run dirs to ensemble: a train run itself, every (or the chosen) ``fold_<k>`` of a CV run, or the last stage
-    of a Turbolift run (``turbolift_summary.json`` names it)."""
-    root = Path(model_dir).expanduser()
-    if not root.is_dir():
-        raise ValueError(f"-m {root}: not a folder")
-    if is_run_dir(root):
-        return [root]
-    summary = root / "turbolift_summary.json"
-    if summary.is_file():
-        final = json.loads(summary.read_text()).get("final_stage_dir")
-        if final:
-            return resolve_runs(root / final, folds)
-    fold_dirs = sorted((p for p in root.glob("fold_*") if is_run_dir(p)), key=lambda p: int(p.name.split("_")[1]))
-    if folds is not None:
-        chosen = [root / f"fold_{k}" for k in folds]
-        missing = [str(p) for p in chosen if not is_run_dir(p)]
-        if missing:
-            raise ValueError(f"-m {root}: no trained fold at {missing}")
-        return chosen
-    if not fold_dirs:
-        raise ValueError(f"-m {root}: neither a run dir (config.yaml + checkpoints/) nor a CV run (fold_<k>/)")
-    return fold_dirs
 
 
 def list_cases(inputs: str | Path, in_channels: int = 1) -> tuple[list[tuple[str, list[str]]], list[str]]:

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import copy
 import functools
-import json
 import os
 import tempfile
 from collections.abc import Hashable, Sequence
@@ -32,6 +31,7 @@ from medseg.data.io import NIFTI_SUFFIXES, read_volume, strip_suffix
 from medseg.data.transforms import preprocess
 from medseg.inference.resample import inverse_map, invert_labels
 from medseg.inference.sliding import plan_slabs, predict_slabs, sliding_softmax
+from medseg.run_dir import RunDir, RunDirError
 from medseg.safe_config import load_run_config
 
 SLAB_AXIS = 0  # slabs along the first spatial axis: each channel's slab is one contiguous block
@@ -51,17 +51,58 @@ def as_nifti(path: str, tmp_dir: Path) -> str:
 
 def load_module(run_dir: str | Path, checkpoint: str = "best", trust: bool = False) -> Any:
     """The run's LightningModule (network + sliding-window settings) with the ``checkpoint`` weights, in eval mode
-    on the CPU (``last`` when there is no ``best``). Refuses untrusted config targets unless ``trust``."""
-    run_dir = Path(run_dir)
-    cfg = load_run_config(run_dir / "config.yaml", trust)
-    prep = json.loads((run_dir / "preprocessing.json").read_text())
-    module = build(cfg.model, roi_size=prep["roi_size"])
-    ckpt = run_dir / "checkpoints" / f"{checkpoint}.ckpt"
-    if not ckpt.is_file():
-        ckpt = run_dir / "checkpoints" / "last.ckpt"
-    state = torch.load(ckpt, map_location="cpu", weights_only=True)["state_dict"]
-    module.load_state_dict(state)
+    on the CPU. Refuses untrusted config targets unless ``trust``; a missing, empty, unreadable or mismatched
+    checkpoint is one :class:`~medseg.run_dir.RunDirError` naming the file (never another checkpoint instead)."""
+    run = RunDir(run_dir)
+    cfg = load_run_config(run.config, trust)
+    prep = run.preprocessing_info()
+    ckpt = run.usable_checkpoint(checkpoint)
+    try:
+        module = build(cfg.model, roi_size=prep["roi_size"])
+    except Exception as err:  # noqa: BLE001 - a damaged config: name it instead of Hydra's traceback
+        cause = err.__cause__ or err
+        raise RunDirError(f"{run.config}: cannot build the model ({type(cause).__name__}: {cause})") from None
+    try:
+        module.load_state_dict(read_state_dict(ckpt))
+    except RuntimeError as err:  # other layer names or shapes than the network of config.yaml
+        first = " ".join(str(err).split())[:300]
+        raise RunDirError(f"{ckpt}: does not fit the network of {run.config.name} ({first})") from None
     return module.eval()
+
+
+def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
+    """The ``state_dict`` of a checkpoint, loaded with ``weights_only=True``; one line naming the file otherwise."""
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # noqa: BLE001 - truncated, not a checkpoint, pickled code
+        raise RunDirError(
+            f"{path}: not a readable checkpoint ({type(err).__name__}: {' '.join(str(err).split())[:200]})"
+        ) from None
+    state = ckpt.get("state_dict") if isinstance(ckpt, dict) else None
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise RunDirError(f"{path}: not a medseg checkpoint (no state_dict of tensors)")
+    return state
+
+
+def resolve_device(name: str) -> torch.device:
+    """``auto`` (CUDA when available, else the CPU), ``cpu``, ``cuda`` or ``cuda:N``; a one-line ``ValueError`` for
+    anything else or for a CUDA device this machine does not have."""
+    name = str(name).strip().lower()
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise ValueError(f"--device {name}: unknown device (use auto, cpu, cuda or cuda:N)") from None
+    if device.type == "cpu":
+        return device
+    if device.type != "cuda":
+        raise ValueError(f"--device {name}: unsupported device type {device.type!r} (use auto, cpu, cuda or cuda:N)")
+    if not torch.cuda.is_available():
+        raise ValueError(f"--device {name}: CUDA is not available on this machine (use --device cpu or auto)")
+    if device.index is not None and device.index >= torch.cuda.device_count():
+        raise ValueError(f"--device {name}: this machine has {torch.cuda.device_count()} CUDA device(s)")
+    return device
 
 
 def default_memory_budget() -> int:
@@ -101,10 +142,10 @@ class Predictor:
             raise ValueError("no run directory given")
         if invert not in ("auto", "monai"):
             raise ValueError(f"invert must be 'auto' or 'monai', got {invert!r}")
-        self.device, self.tta, self.invert = torch.device(device), tta, invert
+        self.device, self.tta, self.invert = resolve_device(device), tta, invert
         self.memory_budget = int(memory_budget or default_memory_budget())
         self.modules = [self._load(Path(r), checkpoint, trust) for r in run_dirs]
-        prep = json.loads((Path(run_dirs[0]) / "preprocessing.json").read_text())
+        prep = RunDir(run_dirs[0]).preprocessing_info()
         self.num_classes = int(prep["num_classes"])
         self.label_dtype = np.uint8 if self.num_classes <= 256 else np.uint16
         self.pre = T.Compose(

@@ -8,7 +8,8 @@ from typing import Any
 import nibabel as nib
 import numpy as np
 
-from medseg.data.io import NIFTI_SUFFIXES, atomic_path, strip_suffix
+from medseg.data.io import NIFTI_SUFFIXES, strip_suffix
+from medseg.fileio import atomic_path
 
 
 def _suffix(name: str) -> str:

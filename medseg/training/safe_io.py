@@ -24,7 +24,7 @@ from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
 from lightning.pytorch.loggers import CSVLogger
 from lightning.pytorch.loggers.csv_logs import ExperimentWriter
 
-from medseg.data.io import atomic_path
+from medseg.fileio import atomic_write_bytes
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):
@@ -63,34 +63,6 @@ def _check_finite(checkpoint: dict[str, Any], path: Path) -> None:
                 f"refusing to save {path}: parameter {name!r} holds NaN/Inf (training diverged); "
                 f"the previous {path.name}, if any, is kept"
             )
-
-
-def atomic_write_bytes(path: Path, data: bytes | memoryview) -> None:
-    """Write ``data`` to ``path`` whole or not at all: temporary file in the same folder, fsync, ``os.replace``.
-
-    Temporary files left by a writer that was killed (``.<name>.*.tmp``) are removed first. The file gets the usual
-    permissions (``0o666`` minus the umask), not ``mkstemp``'s private ``0o600``.
-    """
-    path.parent.mkdir(parents=True, exist_ok=True)
-    for stale in path.parent.glob(f".{path.name}.*.tmp"):
-        stale.unlink(missing_ok=True)
-    with atomic_path(path) as tmp:
-        tmp.write_bytes(data)
-    _fsync_dir(path.parent)
-
-
-def _fsync_dir(folder: Path) -> None:
-    """Make the rename durable (best effort: not every file system lets a folder be opened)."""
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
 
 
 class ModelCheckpoint(L.pytorch.callbacks.ModelCheckpoint):

@@ -7,7 +7,7 @@ from pathlib import Path
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from medseg.data.io import atomic_path
+from medseg.fileio import atomic_path
 
 
 def new_figure(width: float, height: float) -> Figure:

@@ -13,9 +13,10 @@ from typing import Any
 import numpy as np
 from matplotlib.ticker import MaxNLocator
 
+from medseg.run_dir import RunDir
 from medseg.viz._figure import new_figure, save_png
 
-LOG_FILE = Path("logs") / "metrics.csv"
+LOG_FILE = RunDir(".").log_csv.relative_to(RunDir(".").path)  # logs/metrics.csv below a run dir
 TRAIN_LOSS_KEYS = ("train_loss", "train_loss_epoch")
 
 
@@ -58,7 +59,7 @@ def _number(text: str | None) -> float | None:
 def _class_names(run_dir: Path, columns: list[str]) -> dict[str, str]:
     """``val_dice_<c>`` column → class name (from ``metrics.json``'s ``val_dice_per_class`` order, else ``class c``)."""
     names: list[str] = []
-    metrics = run_dir / "metrics.json"
+    metrics = RunDir(run_dir).metrics
     if metrics.is_file():
         try:
             names = list(json.loads(metrics.read_text()).get("val_dice_per_class") or {})
@@ -142,7 +143,7 @@ def _step_to_epoch(end_steps: list[int | None]) -> Any:
 
 def _best_epoch(run_dir: Path) -> int | None:
     try:
-        value = json.loads((run_dir / "metrics.json").read_text()).get("best_epoch")
+        value = json.loads(RunDir(run_dir).metrics.read_text()).get("best_epoch")
     except (OSError, ValueError):
         return None
     return int(value) if value is not None else None
@@ -212,7 +213,7 @@ def plot_training_curves(run_dir: str | Path, out: str | Path | None = None) -> 
         ValueError: when no log is found under ``run_dir``.
     """
     groups = read_training_logs(run_dir)
-    out = Path(out) if out is not None else Path(run_dir) / "training_curves.png"
+    out = Path(out) if out is not None else RunDir(run_dir).training_curves
     has_lr = any(log.lr for runs in groups.values() for log in runs)
     ncols = 3 if has_lr else 2
     fig = new_figure(4.4 * ncols, 3.2 * len(groups) + 0.4)

@@ -1,8 +1,7 @@
-"""``medseg train``: one training run → run dir with config.yaml, checkpoints/, logs/, metrics.json."""
+"""``medseg train``: one training run → a run directory (``medseg.run_dir``)."""
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from collections.abc import Callable
@@ -14,10 +13,11 @@ import torch
 from lightning.pytorch.callbacks import ModelCheckpoint
 from omegaconf import DictConfig, open_dict
 
-from medseg.config import build, resolved_yaml
-from medseg.data.io import atomic_write_json, atomic_write_text
+from medseg.config import absolute_paths, build, resolved_yaml
 from medseg.data.splits import load_or_create_cv_splits, load_or_create_split
+from medseg.run_dir import FAILED, FINISHED, RUNNING, RunDir
 from medseg.training.callbacks import DataWaitMonitor, find_callback
+from medseg.training.loggers import check_loggers
 from medseg.training.safe_io import AtomicCheckpointIO, checkpoint_note, finished_epochs
 from medseg.training.transfer import init_from_checkpoint
 from medseg.validate import check_writable, validate_config
@@ -25,9 +25,16 @@ from medseg.validate import check_writable, validate_config
 log = logging.getLogger(__name__)
 
 
-def build_trainer(cfg: DictConfig, **overrides: Any) -> L.Trainer:
-    """Trainer from ``cfg.trainer`` with callbacks/loggers from their groups; precision auto-picked when null."""
+def build_trainer(cfg: DictConfig, run: RunDir | None = None, **overrides: Any) -> L.Trainer:
+    """Trainer from ``cfg.trainer`` with callbacks/loggers from their groups; precision auto-picked when null.
+
+    The checkpoint callback writes ``best``/``last`` into ``run``'s ``checkpoints/`` (the run directory's layout is
+    ``medseg.run_dir``'s, not a config setting)."""
     callbacks = [build(c) for c in (cfg.get("callbacks") or {}).values() if c is not None]
+    if run is not None:
+        for cb in callbacks:
+            if isinstance(cb, ModelCheckpoint):
+                cb.dirpath, cb.filename = str(run.checkpoints), run.best_checkpoint.stem
     loggers = [build(lg) for lg in (cfg.get("logger") or {}).values() if lg is not None]
     kwargs: dict[str, Any] = {"callbacks": callbacks, "logger": loggers or False, **overrides}
     if "plugins" not in cfg.trainer:
@@ -45,16 +52,14 @@ def _checkpoint_callback(trainer: L.Trainer) -> ModelCheckpoint:
     raise ValueError("callbacks.model_checkpoint is required (it selects the best checkpoint by val_dice)")
 
 
-def split_function(cfg: DictConfig, run_dir: Path, dm: Any) -> Callable[[list[str]], dict[str, list[str]]]:
+def split_function(cfg: DictConfig, run: RunDir, dm: Any) -> Callable[[list[str]], dict[str, list[str]]]:
     """Train/val split of a plain run, or fold ``cv.fold`` (train/val/test) of a seeded K-fold split."""
     cv: Any = cfg.get("cv") or {}
     if cv.get("fold") is None:
-        return lambda ids: load_or_create_split(run_dir / "splits.json", ids, dm.val_fraction, dm.seed)
+        return lambda ids: load_or_create_split(run.splits, ids, dm.val_fraction, dm.seed)
 
     def fold_split(ids: list[str]) -> dict[str, list[str]]:
-        splits = load_or_create_cv_splits(
-            run_dir / "splits.json", ids, cv.folds, cv.seed, dm.val_fraction, cv.get("splits_file")
-        )
+        splits = load_or_create_cv_splits(run.splits, ids, cv.folds, cv.seed, dm.val_fraction, cv.get("splits_file"))
         if not 0 <= cv.fold < len(splits["folds"]):
             raise ValueError(f"cv.fold={cv.fold} is outside the {len(splits['folds'])} folds of the split")
         return splits["folds"][cv.fold]
@@ -62,71 +67,91 @@ def split_function(cfg: DictConfig, run_dir: Path, dm: Any) -> Callable[[list[st
     return fold_split
 
 
-def prepare(cfg: DictConfig, run_dir: Path) -> tuple[Any, dict[str, Any]]:
+def prepare(cfg: DictConfig, run: RunDir | Path) -> tuple[Any, dict[str, Any]]:
     """Build the data module, check the dataset and write the data-derived keys back into ``cfg``."""
+    run = run if isinstance(run, RunDir) else RunDir(run)
     dm = build(cfg.data)
-    info = dm.prepare_dataset(split_function(cfg, run_dir, dm))
+    info = dm.prepare_dataset(split_function(cfg, run, dm))
     with open_dict(cfg):
         cfg.data.num_classes, cfg.data.in_channels, cfg.data.spacing = dm.num_classes, dm.in_channels, dm.spacing
-    validate_config(cfg, dm, run_dir)
+    validate_config(cfg, dm, run)
     info["roi_size"] = dm.roi_size
     info["spatial_dims"] = dm.spatial_dims
     return dm, info
 
 
 def train(cfg: DictConfig) -> dict[str, Any]:
-    """Train one model as configured; returns the metrics written to ``metrics.json``."""
-    run_dir = Path(cfg.paths.output_dir)
-    check_writable(run_dir)
+    """Train one model as configured; returns the metrics written to ``metrics.json``.
+
+    The run's state (``run_state.json``) is ``running`` while it trains, then ``finished`` or ``failed`` (with the
+    reason): "is this run / fold finished?" has one answer, :meth:`RunDir.is_finished`.
+    """
+    run = RunDir(cfg.paths.output_dir)
+    check_writable(run.path)
+    check_loggers(cfg.get("logger"))
+    absolute_paths(cfg)
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     if cfg.get("num_threads"):
         torch.set_num_threads(int(cfg.num_threads))
-    dm, info = prepare(cfg, run_dir)
-    atomic_write_text(run_dir / "config.yaml", resolved_yaml(cfg))
-    atomic_write_json(run_dir / "preprocessing.json", info)
+    dm, info = prepare(cfg, run)
+    run.mark(RUNNING, command=cfg.get("task_name"))
+    try:
+        metrics = _fit(cfg, run, dm, info)
+    except BaseException as err:
+        run.mark(FAILED, error=f"{type(err).__name__}: {' '.join(str(err).split())[:500]}")
+        raise
+    run.mark(FINISHED, epochs=metrics["epochs"])
+    return metrics
+
+
+def _fit(cfg: DictConfig, run: RunDir, dm: Any, info: dict[str, Any]) -> dict[str, Any]:
+    run.write_text(run.config, resolved_yaml(cfg))
+    run.write_json(run.preprocessing, info)
     module = build(cfg.model, roi_size=dm.roi_size)
-    trainer = build_trainer(cfg)
-    last = run_dir / "checkpoints" / "last.ckpt"
-    resume_from, init = _resume_or_init(cfg, module, run_dir, last)
+    trainer = build_trainer(cfg, run)
+    resume_from, init = _resume_or_init(cfg, module, run)
     start = time.time()
     try:
         trainer.fit(module, datamodule=dm, ckpt_path=resume_from)
     except FloatingPointError as err:
-        raise FloatingPointError(f"{err} ({checkpoint_note(last)})") from err
+        raise FloatingPointError(f"{err} ({checkpoint_note(run.last_checkpoint)})") from err
     seconds = time.time() - start
-    metrics = _best_metrics(cfg, trainer, module, dm, run_dir, last)
-    metrics.update(train_seconds=round(seconds, 2), init_from=init or _previous_init(run_dir))
+    metrics = _best_metrics(cfg, trainer, module, dm, run)
+    metrics.update(train_seconds=round(seconds, 2), init_from=init or _previous_init(run))
     monitor = find_callback(trainer, DataWaitMonitor)
     metrics.update(DataWaitMonitor().summary if monitor is None else monitor.summary)  # None without the callback
     if dm.split.get("test"):
-        from medseg.workflows.test_eval import evaluate_test_cases
+        from medseg.workflows.heldout import evaluate_test_cases
 
-        metrics["test"] = evaluate_test_cases(run_dir, dm, dm.split["test"])
-    atomic_write_json(run_dir / "metrics.json", metrics)
+        metrics["test"] = evaluate_test_cases(run, dm, dm.split["test"])
+    run.write_json(run.metrics, metrics)
     return metrics
 
 
-def _resume_or_init(cfg: DictConfig, module: Any, run_dir: Path, last: Path) -> tuple[str | None, dict | None]:
+def _resume_or_init(cfg: DictConfig, module: Any, run: RunDir) -> tuple[str | None, dict | None]:
     """Resume from ``last.ckpt`` when it exists (and ``resume``), else initialise from ``init_from`` if set."""
+    last = run.last_checkpoint
     resume_from = str(last) if cfg.get("resume", True) and last.is_file() else None
     init = None
     if cfg.get("init_from") and not resume_from:
         init = init_from_checkpoint(module, cfg.init_from, strict=cfg.get("init_strict", True))
-        atomic_write_json(run_dir / "init_from.json", init)
+        run.write_json(run.init_record, init)
     done = finished_epochs(last) if resume_from else 0
     if resume_from:
         log.info("resuming from %s (%s epochs done)", resume_from, done)
     if done and done >= cfg.trainer.max_epochs:
-        log.warning("%s: finished (%d epochs): nothing is retrained, best.ckpt is re-validated", run_dir, done)
+        log.warning(
+            "%s: finished (%d epochs): nothing is retrained, the best checkpoint is re-validated", run.path, done
+        )
     return resume_from, init
 
 
-def _best_metrics(cfg: DictConfig, trainer: L.Trainer, module: Any, dm: Any, run_dir: Path, last: Path) -> dict:
-    """Re-validate the best checkpoint (last.ckpt when no validation ran during fit) and collect metrics.json keys."""
+def _best_metrics(cfg: DictConfig, trainer: L.Trainer, module: Any, dm: Any, run: RunDir) -> dict:
+    """Re-validate the best checkpoint (the last one when no validation ran during fit) and collect the metrics."""
     best = _checkpoint_callback(trainer).best_model_path
-    # best.ckpt is saved at validation end (0-based epoch inside); without any validation during fit, use last.ckpt.
+    # the best checkpoint is saved at validation end (0-based epoch inside); without any validation, use the last
     best_epoch = int(torch.load(best, map_location="cpu", weights_only=True)["epoch"]) + 1 if best else None
-    best = best or str(last)
+    best = best or str(run.last_checkpoint)
     trainer.validate(module, datamodule=dm, ckpt_path=best, verbose=False)
     per_class = module.last_val["per_class"]
     return {
@@ -134,7 +159,7 @@ def _best_metrics(cfg: DictConfig, trainer: L.Trainer, module: Any, dm: Any, run
         "val_dice_per_class": dict(zip(_class_names(dm), per_class, strict=False)),
         "val_per_case": dict(zip(module.last_val["cases"], module.last_val["per_case"], strict=False)),
         "best_epoch": best_epoch or int(trainer.current_epoch),
-        "best_checkpoint": str(Path(best).relative_to(run_dir)),
+        "best_checkpoint": str(Path(best).relative_to(run.path)),
         "epochs": int(trainer.current_epoch),
         "train_seconds": None,
         "init_from": None,
@@ -145,13 +170,11 @@ def _best_metrics(cfg: DictConfig, trainer: L.Trainer, module: Any, dm: Any, run
     }
 
 
-def _previous_init(run_dir: Path) -> dict[str, Any] | None:
+def _previous_init(run: RunDir) -> dict[str, Any] | None:
     """A resumed run keeps the ``init_from`` record of its first start."""
-    path = run_dir / "metrics.json"
-    if path.is_file():
-        return json.loads(path.read_text()).get("init_from")
-    init_path = run_dir / "init_from.json"
-    return json.loads(init_path.read_text()) if init_path.is_file() else None
+    if run.metrics.is_file():
+        return run.read_json(run.metrics).get("init_from")
+    return run.read_json(run.init_record) if run.init_record.is_file() else None
 
 
 def _class_names(dm: Any) -> list[str]:

@@ -7,7 +7,7 @@ import stat
 
 import pytest
 
-from medseg.data.io import atomic_path, atomic_write_text
+from medseg.fileio import atomic_path, atomic_write_text
 
 
 def test_atomic_path_replaces_whole_file_with_usual_permissions(tmp_path) -> None:

@@ -8,7 +8,8 @@ import math
 import pytest
 
 from medseg.evaluation.aggregate import aggregate_cv, summarize_cases, write_per_case_csv
-from medseg.evaluation.plots import plot_per_case_dice, write_report_md
+from medseg.evaluation.report import write_report_md
+from medseg.viz import plot_per_case_dice
 
 
 def _m(dice: float, hd95: float | None, nsd: float) -> dict:

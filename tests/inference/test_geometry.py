@@ -13,8 +13,8 @@ import numpy as np
 import pytest
 from predict_helpers import dice, make_affine, render_phantom, resample_nearest, save_itk, save_with_codes
 
+from medseg.cli.predict import run as run_predict
 from medseg.data.io import read_volume
-from medseg.inference.cli import run_predict
 
 # name: (spacing, voxel axes, rotation degrees, rotation axis, qform code, sform code)
 GRIDS = {

@@ -14,7 +14,7 @@ from predict_helpers import make_affine, render_phantom, save_with_codes
 from scipy import ndimage
 
 from medseg.cli import main
-from medseg.inference.cli import run_predict
+from medseg.cli.predict import run as run_predict
 
 
 @pytest.fixture

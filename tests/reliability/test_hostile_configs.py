@@ -16,6 +16,7 @@ import pytest
 import torch
 
 from medseg import cli
+from medseg.run_dir import FINISHED, RunDir
 
 MODULE = "medseg.training.module.SegmentationModule"
 LOSS = "{_target_: monai.losses.DiceCELoss, to_onehot_y: true, softmax: true}"
@@ -154,6 +155,7 @@ def _run_dir(root: Path, text: str) -> Path:
     prep = {"roi_size": [16, 16, 16], "spacing": [2, 2, 2], "modality": "MRI", "num_classes": 2, "in_channels": 1}
     (run / "preprocessing.json").write_text(json.dumps(prep))
     torch.save({"state_dict": {}, "epoch": 0}, run / "checkpoints" / "best.ckpt")
+    RunDir(run).mark(FINISHED)
     return run
 
 

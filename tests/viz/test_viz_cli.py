@@ -15,8 +15,9 @@ import pytest
 from tiny_runs import tiny_train_overrides
 
 from medseg import cli
+from medseg.cli._workflow import plot_curves
+from medseg.cli.predict import run as run_predict
 from medseg.data.synthetic import DEMO_LABELS, save_nifti, synth_case
-from medseg.inference.cli import run_predict
 from medseg.training import loggers
 
 EPOCHS = 2
@@ -93,7 +94,7 @@ def test_plot_failure_after_training_only_warns(tmp_path, monkeypatch, capsys):
         raise RuntimeError("no fonts")
 
     monkeypatch.setattr(medseg.viz, "plot_training_curves", broken)
-    cli._plot_curves(tmp_path)  # no exception
+    plot_curves(tmp_path)  # no exception
     assert "warning: training curves not drawn: RuntimeError: no fonts" in " ".join(capsys.readouterr().err.split())
 
 

@@ -12,6 +12,7 @@ from tiny_runs import tiny_train_overrides
 from medseg.config import compose_config
 from medseg.data.discovery import DatasetError
 from medseg.data.splits import kfold_splits, load_or_create_cv_splits, validate_cv_splits
+from medseg.run_dir import FAILED, RunDir
 from medseg.workflows.cv import aggregate, cross_validate
 
 IDS = [f"case_{i:03d}" for i in range(11)]
@@ -96,6 +97,7 @@ def test_cv_end_to_end_resume_and_aggregate(tmp_path, msd_dataset_factory):
     # resume: fold 0 finished stays untouched; an unfinished fold 1 is trained again from its last.ckpt
     stamp = (run / "fold_0" / "checkpoints" / "last.ckpt").stat().st_mtime_ns
     (run / "fold_1" / "test_metrics.json").unlink()
+    RunDir(run / "fold_1").mark(FAILED, error="simulated crash")
     again = cross_validate(compose_config("cv", _overrides(data), run_dir=run))
     assert (run / "fold_0" / "checkpoints" / "last.ckpt").stat().st_mtime_ns == stamp
     assert (run / "fold_1" / "test_metrics.json").is_file()

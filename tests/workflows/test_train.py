@@ -151,7 +151,7 @@ def test_cli_train_broken_dataset_fails_naming_the_case(e2e_dataset, tmp_path):
 def test_cli_error_message_is_printed_verbatim(e2e_dataset, tmp_path, capsys):
     # The DatasetError text must reach the user unchanged: "[error] case_002: ..." (Problem.__str__). Printed through
     # rich markup unescaped, "[error]" is swallowed as a style tag (and a message with "[/...]" could not print).
-    from medseg.cli import _train_task
+    from medseg.cli.train import task as _train_task
 
     save_nifti(e2e_dataset / "labelsTr" / "case_002.nii.gz", np.zeros((5, 5, 5), np.uint8), np.eye(4))
     cfg = compose_config("train", _overrides(e2e_dataset, epochs=1, every=1), run_dir=tmp_path / "run")

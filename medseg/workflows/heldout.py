@@ -3,26 +3,26 @@
 from __future__ import annotations
 
 import logging
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from medseg.data.io import atomic_write_json, read_volume
+from medseg.data.io import read_volume
 from medseg.evaluation.aggregate import case_means, mean_or_none
 from medseg.evaluation.metrics import case_metrics
 from medseg.inference.predictor import Predictor
 from medseg.inference.writer import write_like
+from medseg.run_dir import RunDir
 
 log = logging.getLogger(__name__)
 
 
-def evaluate_test_cases(run_dir: Path, dm: Any, case_ids: list[str], nsd_tolerance_mm: float = 2.0) -> dict[str, Any]:
+def evaluate_test_cases(run: RunDir, dm: Any, case_ids: list[str], nsd_tolerance_mm: float = 2.0) -> dict[str, Any]:
     """Predict each test case with the run's best checkpoint, invert to the input grid, score against the label.
 
-    Writes ``predictions/<case>.nii.gz`` and ``test_metrics.json`` (``per_case`` rows as in ``cv_summary.json``).
+    Writes the run's predictions and its test metrics (``per_case`` rows as in a CV summary).
     """
-    predictor = Predictor([run_dir])
+    predictor = Predictor([run.path])
     by_id = {c["id"]: c for c in dm.spec.cases}
     names = {c: dm.spec.labels.get(c, f"class_{c}") for c in range(1, dm.num_classes)}
     rows = []
@@ -34,8 +34,8 @@ def evaluate_test_cases(run_dir: Path, dm: Any, case_ids: list[str], nsd_toleran
         raw = case_metrics(pred, np.asarray(ref).astype(np.int64), spacing, list(names), nsd_tolerance_mm)
         metrics = {names[int(k)]: v for k, v in raw.items()}
         rows.append({"case": cid, "metrics": metrics, **case_means(metrics)})
-        write_like(pred, case["image"][0], run_dir / "predictions" / f"{cid}.nii.gz")
+        write_like(pred, case["image"][0], run.prediction(cid))
         log.info("test case %s: Dice %s", cid, rows[-1]["dice_mean"])
     fold = dm.split.get("fold")
-    atomic_write_json(run_dir / "test_metrics.json", {"fold": fold, "per_case": rows})
+    run.write_json(run.test_metrics, {"fold": fold, "per_case": rows})
     return {"dice_mean": mean_or_none(r["dice_mean"] for r in rows), "n_test": len(rows)}

@@ -1,53 +1,13 @@
-"""Figures and a Markdown report of a ``cv_summary`` (or of ``medseg evaluate`` output).
-
-Figures are drawn on a bare :class:`matplotlib.figure.Figure` with the Agg canvas: no pyplot state, no display,
-whatever backend the user has configured.
-"""
+"""A Markdown report of a CV summary (or of ``medseg evaluate`` output): folds, summaries over folds and cases, per
+class, the worst cases and the rules for empty masks."""
 
 from __future__ import annotations
 
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
-from medseg.data.io import atomic_write_text
 from medseg.evaluation.aggregate import EMPTY_POLICY, summarize_cases
-
-
-def _groups(summary: dict[str, Any]) -> dict[str, list[float]]:
-    """Per-case Dice grouped by fold (one group ``all`` when the rows carry no fold)."""
-    groups: dict[str, list[float]] = {}
-    for row in summary["per_case"]:
-        fold = row.get("fold")
-        key = "all" if fold is None else f"fold {fold}"
-        if row.get("dice_mean") is not None:
-            groups.setdefault(key, []).append(float(row["dice_mean"]))
-    return groups
-
-
-def plot_per_case_dice(summary: dict[str, Any], path: str | Path) -> Path:
-    """Save a PNG with one box per fold and every case as a jittered point (per-case mean foreground Dice)."""
-    from medseg.viz import new_figure, save_png
-
-    groups = _groups(summary)
-    names = list(groups) or ["all"]
-    fig = new_figure(max(4.0, 1.2 * len(names) + 2.0), 4.0)
-    ax = fig.add_subplot()
-    data = [groups.get(n, []) for n in names]
-    filled = [i for i, values in enumerate(data, start=1) if values]
-    if filled:
-        ax.boxplot([data[i - 1] for i in filled], positions=filled, showfliers=False, widths=0.5)
-    ax.set_xticks(range(1, len(names) + 1), names)
-    rng = np.random.default_rng(0)
-    for i, values in enumerate(data, start=1):
-        ax.scatter(i + rng.uniform(-0.12, 0.12, len(values)), values, s=14, alpha=0.7, zorder=3)
-    ax.set_ylim(-0.02, 1.02)
-    ax.set_ylabel("per-case Dice (mean over classes)")
-    n = sum(len(v) for v in data)
-    ax.set_title(f"Per-case Dice ({n} cases)")
-    ax.grid(axis="y", alpha=0.3)
-    return save_png(fig, path, dpi=120)
+from medseg.fileio import atomic_write_text
 
 
 def _num(value: Any, digits: int = 3) -> str:

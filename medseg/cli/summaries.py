@@ -1,11 +1,12 @@
-"""One-screen summaries printed at the end of a command."""
+"""One-screen summaries printed at the end of ``train``, ``cv`` and ``turbolift``."""
 
 from __future__ import annotations
 
 from typing import Any
 
-from rich.console import Console
 from rich.table import Table
+
+from medseg.cli._output import out
 
 
 def print_train_summary(metrics: dict[str, Any], run_dir: str) -> None:
@@ -16,12 +17,11 @@ def print_train_summary(metrics: dict[str, Any], run_dir: str) -> None:
     for name, value in metrics["val_dice_per_class"].items():
         table.add_row(name, f"{value:.4f}")
     table.add_row("[bold]mean foreground[/]", f"[bold]{metrics['val_dice']:.4f}[/]")
-    console = Console()
-    console.print(table)
+    out.print(table)
     m = metrics
     wait = m.get("data_wait_fraction")
     waiting = "" if wait is None else f" · {100 * wait:.0f}% of step time waiting for data"
-    console.print(
+    out.print(
         f"best epoch {m['best_epoch']} of {m['epochs']} · {m['n_train']} train / {m['n_val']} val cases · "
         f"{m['train_seconds']:.0f} s{waiting}\nrun dir: {run_dir}  (config.yaml, checkpoints/, logs/, metrics.json)"
     )
@@ -37,9 +37,8 @@ def print_cv_summary(summary: dict[str, Any], run_dir: str) -> None:
         table.add_row(
             str(fold["fold"]), str(fold["n_cases"]), f"{fold['dice_mean']:.4f}", "-" if hd is None else f"{hd:.2f}"
         )
-    console = Console()
-    console.print(table)
-    console.print(
+    out.print(table)
+    out.print(
         f"Dice over folds {summary['dice_mean']:.4f} ± {summary['dice_std']:.4f} · over cases "
         f"{summary['dice_case_mean']:.4f} ± {summary['dice_case_std']:.4f}\n"
         f"run dir: {run_dir}  (splits.json, fold_<k>/, cv_summary.json, per_case.csv, per_case_dice.png, report.md)"
@@ -48,12 +47,11 @@ def print_cv_summary(summary: dict[str, Any], run_dir: str) -> None:
 
 def print_turbolift_summary(summary: dict[str, Any], run_dir: str) -> None:
     """Each stage's result, then the final-stage table: method → Dice mean ± std with p-values vs Turbolift."""
-    console = Console()
     for st in summary["stages"]:
         if st.get("dice_mean") is not None:
-            console.print(f"stage {st['name']}: Dice {st['dice_mean']:.4f} ± {st['dice_std']:.4f} (folds)")
+            out.print(f"stage {st['name']}: Dice {st['dice_mean']:.4f} ± {st['dice_std']:.4f} (folds)")
         else:
-            console.print(f"stage {st['name']}: one model, val Dice {st['val_dice']:.4f}")
+            out.print(f"stage {st['name']}: one model, val Dice {st['val_dice']:.4f}")
     table = Table(title=f"final stage {summary['final_stage']}: Turbolift vs baselines")
     for col in (
         "method",
@@ -76,5 +74,5 @@ def print_turbolift_summary(summary: dict[str, Any], run_dir: str) -> None:
             "-" if "wilcoxon_p" not in row else f"{row['wilcoxon_p']:.4g}",
             "-" if "mannwhitney_p" not in row else f"{row['mannwhitney_p']:.4g}",
         )
-    console.print(table)
-    console.print(f"run dir: {run_dir}  (stage_<i>_<name>/fold_<k>/, baseline_*/, turbolift_summary.json)")
+    out.print(table)
+    out.print(f"run dir: {run_dir}  (stage_<i>_<name>/fold_<k>/, baseline_*/, turbolift_summary.json)")

@@ -1,0 +1,5 @@
+"""``python -m medseg.cli``: the same as the ``medseg`` command."""
+
+from medseg.cli import main
+
+main()
