@@ -1,4 +1,4 @@
-"""medseg_kernels: Triton kernels for 3D attention with pure-PyTorch references (see ARCHITECTURE.md "Kernels").
+"""medseg_kernels: Triton kernels for 3D attention with pure-PyTorch references (docs/architecture.md, "Kernels").
 
 Each op has a float64-capable torch reference (the spec), Triton kernels (import guarded) and dispatch:
 CUDA + supported dtype → Triton, anything else → reference. ``MEDSEG_KERNELS=reference|triton`` forces either.

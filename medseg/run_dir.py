@@ -351,3 +351,27 @@ def _finished(run: RunDir, what: str) -> RunDir:
     if not run.is_finished():
         raise RunDirError(f"-m {run.path}: {what} is {run.describe_state()}; re-run its command to finish it")
     return run
+
+
+def contents(kind: str) -> str:
+    """What a run of ``kind`` (``train``, ``cv``, ``turbolift``) holds, for help texts and summaries."""
+    r = RunDir("/")
+
+    def rel(path: Path) -> str:
+        name = str(path.relative_to(r.path))
+        return f"{name}/" if path.suffix == "" else name
+
+    items = {
+        "train": [rel(r.config), rel(r.preprocessing), rel(r.checkpoints), rel(r.logs), rel(r.metrics)],
+        "cv": [
+            rel(r.splits),
+            "fold_<k>/",
+            rel(r.cv_summary),
+            rel(r.per_case_csv),
+            rel(r.per_case_png),
+            rel(r.report_md),
+        ],
+        "turbolift": ["stage_<i>_<name>/fold_<k>/", "baseline_<name>/", rel(r.turbolift_summary), rel(r.turbolift_png)],
+        "trained": [rel(r.config), rel(r.checkpoints)],
+    }
+    return ", ".join(items[kind])

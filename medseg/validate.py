@@ -127,9 +127,9 @@ def _walk_keys(node: Any, path: str, keys: tuple[str, ...]) -> list[tuple[str, s
 
 
 def _known_names(norm: bool) -> list[str]:
-    from monai.networks.layers.factories import Act, Norm
+    from medseg.layers import layer_names
 
-    return sorted(n.lower() for n in (Norm if norm else Act).names)
+    return layer_names("norm" if norm else "act")
 
 
 def _check_classes(cfg: DictConfig, net: dict[str, Any], dm: Any) -> list[str]:

@@ -1,8 +1,9 @@
 """The walkthrough notebooks (notebooks/*.ipynb) are stored clean and execute with their figures.
 
 Each notebook runs top to bottom with nbclient in a kernel of the current interpreter, in fast mode
-(``MEDSEG_NOTEBOOK_FAST=1``: tiny epochs/folds), with its working folder, MEDSEG_CACHE and cwd in ``tmp_path``; the
-executed notebook is kept in memory only. real_data.ipynb gets a small stand-in for the nilearn wheel
+(``MEDSEG_NOTEBOOK_FAST=1``: tiny epochs/folds), the way a user runs it: an empty HOME (so the default cache
+``~/.cache/medseg`` is new), no ``MEDSEG_CACHE``/``MEDSEG_RUNS``/``MEDSEG_NOTEBOOK_DIR``, its working folder as cwd
+(runs go to ``runs/`` there, as the notebooks say); the executed notebook is kept in memory only. real_data.ipynb gets a small stand-in for the nilearn wheel
 (``MEDSEG_NILEARN_WHEEL``, tests/fake_nilearn.py) instead of downloading the real one, so no test needs the network.
 """
 
@@ -71,8 +72,11 @@ def test_notebook_executes(name: str, tmp_path: Path, monkeypatch: pytest.Monkey
     kernel = _kernel_spec(tmp_path / "jupyter")
     monkeypatch.setenv("JUPYTER_PATH", str(tmp_path / "jupyter"))
     monkeypatch.setenv("MEDSEG_NOTEBOOK_FAST", "1")
-    monkeypatch.setenv("MEDSEG_NOTEBOOK_DIR", str(work / "runs"))
-    monkeypatch.setenv("MEDSEG_CACHE", str(tmp_path / "cache"))
+    home = tmp_path / "home"
+    home.mkdir()
+    monkeypatch.setenv("HOME", str(home))  # the default cache ~/.cache/medseg, new
+    for var in ("MEDSEG_CACHE", "MEDSEG_RUNS", "MEDSEG_NOTEBOOK_DIR"):
+        monkeypatch.delenv(var, raising=False)
     monkeypatch.setenv("MEDSEG_NILEARN_WHEEL", str(fake_nilearn_wheel(tmp_path / "nilearn-0.0-py3-none-any.whl")))
     nb = nbformat.read(NOTEBOOK_DIR / name, as_version=4)
     repo_files_before = sorted(NOTEBOOK_DIR.rglob("*"))
@@ -93,3 +97,4 @@ def test_notebook_executes(name: str, tmp_path: Path, monkeypatch: pytest.Monkey
     assert len(pngs) == FIGURES[name], f"{name}: {len(pngs)} figures, expected {FIGURES[name]}"
     assert all(len(o["data"]["image/png"]) > 1000 for o in pngs)  # base64 of a real picture, not an empty canvas
     assert sorted(NOTEBOOK_DIR.rglob("*")) == repo_files_before, "a notebook wrote into the repository"
+    assert (home / ".cache" / "medseg").is_dir() and (work / "runs").is_dir()  # it ran with the defaults

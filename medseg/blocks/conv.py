@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import torch
-from monai.networks.layers.factories import Dropout
 from torch import nn
 
-from medseg.layers import ActSpec, NormSpec, act_layer, conv_layer, norm_layer
+from medseg.layers import ActSpec, NormSpec, act_layer, conv_layer, dropout_layer, norm_layer
 
 
 class ConvNormAct(nn.Sequential):
@@ -43,7 +42,7 @@ class ConvNormAct(nn.Sequential):
             act_layer(act, out_channels),
         ]
         if dropout > 0:
-            layers.append(Dropout[Dropout.DROPOUT, spatial_dims](dropout))
+            layers.append(dropout_layer(spatial_dims, dropout))
         super().__init__(*[m for m in layers if not isinstance(m, nn.Identity)])
 
 

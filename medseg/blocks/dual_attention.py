@@ -9,11 +9,10 @@ CAM: E = X Xᵀ (C×C); A = softmax(max(E) − E); out = γ·(A X) + x, γ = 0 a
 from __future__ import annotations
 
 import torch
-from monai.networks.layers.factories import Dropout
 from torch import nn
 
 from medseg.blocks.conv import ConvNormAct, DoubleConv
-from medseg.layers import ActSpec, NormSpec, conv_layer
+from medseg.layers import ActSpec, NormSpec, conv_layer, dropout_layer
 from medseg_kernels.attention import global_attention
 
 
@@ -111,7 +110,7 @@ class DualAttention(nn.Module):
         self.pam_head, self.cam_head = (
             nn.Sequential(
                 ConvNormAct(out_channels, out_channels, spatial_dims, kernel_size, norm=norm, act=act),
-                Dropout[Dropout.DROPOUT, spatial_dims](attention_dropout),
+                dropout_layer(spatial_dims, attention_dropout),
                 conv_layer(spatial_dims, out_channels, out_channels, kernel_size, bias=True),
             )
             for _ in range(2)

@@ -12,11 +12,10 @@ import math
 from collections.abc import Sequence
 
 import torch
-from monai.networks.layers.factories import Dropout
 from torch import nn
 
 from medseg.blocks.conv import ConvNormAct
-from medseg.layers import ActSpec, NormSpec
+from medseg.layers import ActSpec, NormSpec, dropout_layer
 
 
 def channel_shuffle(x: torch.Tensor, groups: int) -> torch.Tensor:
@@ -100,7 +99,7 @@ class MultiKernelInvertedResidual(nn.Module):
         self.mkdc = MultiKernelDepthwiseConv(hidden, spatial_dims, kernels, stride, norm, act)
         self.groups = math.gcd(hidden, out_channels)
         self.project = ConvNormAct(hidden, out_channels, spatial_dims, 1, norm=norm, act=None)
-        self.drop = Dropout[Dropout.DROPOUT, spatial_dims](dropout) if dropout > 0 else nn.Identity()
+        self.drop = dropout_layer(spatial_dims, dropout)
         self.shortcut: nn.Module = nn.Identity()
         if in_channels != out_channels or stride != 1:
             self.shortcut = ConvNormAct(

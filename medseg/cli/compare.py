@@ -9,20 +9,22 @@ from typing import Any
 from rich.table import Table
 
 from medseg.cli._output import describe, fail, out
+from medseg.run_dir import RunDir
 
 SUMMARY = "paired test between two runs"
 USAGE = "medseg compare RUN_A RUN_B [--metric dice_mean]"
+SUMMARY_FILE = RunDir("/").cv_summary.name
 
 
 def parser() -> argparse.ArgumentParser:
     """Options of ``medseg compare``."""
     parser = argparse.ArgumentParser(
         prog="medseg compare",
-        description="Paired per-case comparison of two runs (cv_summary.json): mean difference B − A, bootstrap "
+        description=f"Paired per-case comparison of two runs ({SUMMARY_FILE}): mean difference B − A, bootstrap "
         "95% CI, Wilcoxon signed-rank and Mann–Whitney U p-values.",
     )
-    parser.add_argument("run_a", type=Path, help="run folder (or its cv_summary.json) of method A")
-    parser.add_argument("run_b", type=Path, help="run folder (or its cv_summary.json) of method B")
+    parser.add_argument("run_a", type=Path, help=f"run folder (or its {SUMMARY_FILE}) of method A")
+    parser.add_argument("run_b", type=Path, help=f"run folder (or its {SUMMARY_FILE}) of method B")
     parser.add_argument(
         "--metric",
         default="dice_mean",

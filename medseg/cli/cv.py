@@ -8,12 +8,13 @@ from typing import Any
 from medseg.cli import _hydra
 from medseg.cli._output import guarded
 from medseg.cli._workflow import run_workflow
+from medseg.run_dir import contents
 
 SUMMARY = "k-fold cross-validation"
 USAGE = "medseg cv cv.folds=5 [key=value ...]; medseg cv aggregate RUN_DIR"
 HELP = f"""usage: {USAGE}
 
-K-fold cross-validation of the train config: seeded folds written to splits.json, every fold trained in fold_<k>/
+K-fold cross-validation of the train config: seeded folds written to the run, every fold trained in fold_<k>/
 (choosing its checkpoint on its own validation cases, never on the test fold), its test cases predicted on the
 labels' own grid and scored with Dice, IoU, HD95 and NSD; summaries over folds and over cases. Re-running the same
 command resumes: finished folds are skipped.
@@ -21,7 +22,7 @@ command resumes: finished folds are skipped.
 main options (besides every `medseg train` option):
   cv.folds=K                     number of folds (default 5)
   cv.seed=N                      seed of the split
-  cv.splits_file=PATH            your own splits.json (or nnU-Net's splits_final.json)
+  cv.splits_file=PATH            your own split file (medseg's format or nnU-Net's splits_final.json)
   hydra.run.dir=PATH             where the run directory goes
 
 examples:
@@ -30,7 +31,7 @@ examples:
   medseg cv aggregate runs/cv3
 
 see the whole config:  medseg cv --cfg job           Hydra's own options:  medseg cv --hydra-help
-writes: RUN_DIR/splits.json, fold_<k>/, cv_summary.json, per_case.csv, per_case_dice.png, report.md"""
+writes into RUN_DIR: {contents("cv")}"""
 
 
 def task(cfg: Any) -> None:
@@ -53,7 +54,7 @@ def aggregate(args: list[str]) -> int:
     parser = argparse.ArgumentParser(
         prog="medseg cv aggregate",
         description="Summarise the finished folds of a CV run (folds run as parallel jobs, or an interrupted run): "
-        "writes cv_summary.json, per_case.csv, per_case_dice.png and report.md into RUN_DIR.",
+        f"writes {contents('cv').split(', ', 2)[2]} into RUN_DIR.",
     )
     parser.add_argument("run_dir", metavar="RUN_DIR", help="the CV run directory (fold_<k>/ or multirun job folders)")
     ns = parser.parse_args(args)

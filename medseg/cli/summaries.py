@@ -7,6 +7,7 @@ from typing import Any
 from rich.table import Table
 
 from medseg.cli._output import out
+from medseg.run_dir import contents
 
 
 def print_train_summary(metrics: dict[str, Any], run_dir: str) -> None:
@@ -23,7 +24,7 @@ def print_train_summary(metrics: dict[str, Any], run_dir: str) -> None:
     waiting = "" if wait is None else f" · {100 * wait:.0f}% of step time waiting for data"
     out.print(
         f"best epoch {m['best_epoch']} of {m['epochs']} · {m['n_train']} train / {m['n_val']} val cases · "
-        f"{m['train_seconds']:.0f} s{waiting}\nrun dir: {run_dir}  (config.yaml, checkpoints/, logs/, metrics.json)"
+        f"{m['train_seconds']:.0f} s{waiting}\nrun dir: {run_dir}  ({contents('train')})"
     )
 
 
@@ -41,7 +42,7 @@ def print_cv_summary(summary: dict[str, Any], run_dir: str) -> None:
     out.print(
         f"Dice over folds {summary['dice_mean']:.4f} ± {summary['dice_std']:.4f} · over cases "
         f"{summary['dice_case_mean']:.4f} ± {summary['dice_case_std']:.4f}\n"
-        f"run dir: {run_dir}  (splits.json, fold_<k>/, cv_summary.json, per_case.csv, per_case_dice.png, report.md)"
+        f"run dir: {run_dir}  ({contents('cv')})"
     )
 
 
@@ -75,4 +76,4 @@ def print_turbolift_summary(summary: dict[str, Any], run_dir: str) -> None:
             "-" if "mannwhitney_p" not in row else f"{row['mannwhitney_p']:.4g}",
         )
     out.print(table)
-    out.print(f"run dir: {run_dir}  (stage_<i>_<name>/fold_<k>/, baseline_*/, turbolift_summary.json)")
+    out.print(f"run dir: {run_dir}  ({contents('turbolift')})")

@@ -6,6 +6,7 @@ from typing import Any
 
 from medseg.cli import _hydra
 from medseg.cli._workflow import run_workflow
+from medseg.run_dir import contents
 
 SUMMARY = "train one model"
 USAGE = "medseg train [model/net=unet] [data=nifti data.root=PATH] [key=value ...]"
@@ -28,7 +29,7 @@ examples:
   medseg train data=nifti data.root=/data/Task03_Liver model/net=unet trainer=gpu
 
 see the whole config:  medseg train --cfg job        Hydra's own options:  medseg train --hydra-help
-writes: RUN_DIR/config.yaml, preprocessing.json, checkpoints/, logs/, metrics.json (docs/cli.md)"""
+writes into RUN_DIR: {contents("train")} (docs/cli.md)"""
 
 
 def task(cfg: Any) -> None:

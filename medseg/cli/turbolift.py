@@ -6,6 +6,7 @@ from typing import Any
 
 from medseg.cli import _hydra
 from medseg.cli._workflow import run_workflow
+from medseg.run_dir import contents
 
 SUMMARY = "sequential training across tasks"
 USAGE = "medseg turbolift [stages=...] [key=value ...]"
@@ -27,7 +28,7 @@ example:
   medseg turbolift hydra.run.dir=runs/turbolift
 
 see the whole config:  medseg turbolift --cfg job    Hydra's own options:  medseg turbolift --hydra-help
-writes: RUN_DIR/stage_<i>_<name>/fold_<k>/, baseline_*/, turbolift_summary.json, turbolift_methods.png"""
+writes into RUN_DIR: {contents("turbolift")}"""
 
 
 def task(cfg: Any) -> None:

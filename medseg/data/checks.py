@@ -6,7 +6,6 @@ the file holds, so a damaged header cannot make the check allocate gigabytes.
 
 from __future__ import annotations
 
-import functools
 import gzip
 import zlib
 from collections.abc import Callable
@@ -49,21 +48,24 @@ class CaseInfo:
     fg_sample: np.ndarray
 
 
+CaseCheck = Callable[[dict[str, Any], float], tuple["CaseInfo | None", list[Problem]]]
+
+
 def check_dataset(
-    spec: DatasetSpec, atol: float = 1e-3, cache_dir: Path | None = None
+    spec: DatasetSpec, atol: float = 1e-3, check: CaseCheck | None = None
 ) -> tuple[dict[str, CaseInfo], list[Problem]]:
     """Read every case fully and return per-case info plus the list of problems (empty when all is well).
 
     Also reported: the unusable ``dataset.json`` entries discovery collected (``spec.problems``), duplicate case ids,
     label values not declared in ``dataset.json`` and (warnings) files of the nnU-Net / folder layouts no case uses.
-    With ``cache_dir``, the results of cases whose files have not changed since an earlier check are read from there
-    instead (``medseg.data.check_cache``).
-    """
-    check: Callable[[dict[str, Any], float], tuple[CaseInfo | None, list[Problem]]] = check_case
-    if cache_dir is not None:
-        from medseg.data.check_cache import cached_check_case  # imports this module
 
-        check = functools.partial(cached_check_case, cache_dir=cache_dir)
+    Args:
+        spec: the discovered dataset.
+        atol: tolerance of affine comparisons.
+        check: checks one case (default :func:`check_case`); ``medseg.data.check_cache.cached_check_case`` reads
+            the results of unchanged cases from disk instead.
+    """
+    check = check or check_case
     infos: dict[str, CaseInfo] = {}
     problems = [Problem(case, path, message) for case, path, message in spec.problems]
     if not spec.cases:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 from collections.abc import Callable
@@ -152,7 +153,12 @@ class SegDataModule(L.LightningDataModule):
         generate_dataset(self.generate, self.root)
         spec = discover(self.root, strict=False)  # dataset.json entry problems are listed with the others
         # data.cache=disk keeps the check results beside the preprocessed volumes: later runs and folds read no case
-        infos, problems = check_dataset(spec, cache_dir=self.cache_dir if self.cache == "disk" else None)
+        check = None
+        if self.cache == "disk":
+            from medseg.data.check_cache import cached_check_case
+
+            check = functools.partial(cached_check_case, cache_dir=self.cache_dir)
+        infos, problems = check_dataset(spec, check=check)
         for p in problems:
             if p.severity == "warning":
                 log.warning(str(p))

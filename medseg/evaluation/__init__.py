@@ -1,1 +1,2 @@
-"""medseg.evaluation (see ARCHITECTURE.md)."""
+"""Per-case metrics (Dice, IoU, HD95, NSD), their aggregation over cases and folds, paired statistics and the
+Markdown report (docs/architecture.md, docs/evaluation.md)."""

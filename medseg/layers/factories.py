@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from monai.networks.layers.factories import Act, Conv, Norm, Pool
+from monai.networks.layers.factories import Act, Conv, Dropout, Norm, Pool
 from monai.networks.layers.utils import get_act_layer, get_norm_layer
 from torch import nn
 
@@ -37,12 +37,17 @@ def conv_layer(
     groups: int = 1,
     bias: bool = True,
     transposed: bool = False,
+    output_padding: int = 0,
 ) -> nn.Module:
-    """A Conv{1,2,3}d (or ConvTranspose) with 'same' padding for odd kernels by default."""
+    """A Conv{1,2,3}d with 'same' padding for odd kernels by default, or a ConvTranspose{1,2,3}d (padding 0 by
+    default, ``output_padding`` as given)."""
     _check_dims(spatial_dims)
     if transposed:
         conv_t = Conv[Conv.CONVTRANS, spatial_dims]
-        return conv_t(in_channels, out_channels, kernel_size, stride=stride, bias=bias)
+        pad = 0 if padding is None else padding
+        return conv_t(
+            in_channels, out_channels, kernel_size, stride=stride, padding=pad, output_padding=output_padding, bias=bias
+        )
     if padding is None:
         padding = dilation * (kernel_size - 1) // 2
     conv = Conv[Conv.CONV, spatial_dims]
@@ -85,13 +90,25 @@ def act_layer(spec: ActSpec, channels: int | None = None) -> nn.Module:
     return get_act_layer((name, kwargs)) if kwargs else Act[name]()
 
 
-def pool_layer(kind: str, spatial_dims: int, kernel_size: int = 2) -> nn.Module:
+def pool_layer(kind: str, spatial_dims: int, kernel_size: int = 2, ceil_mode: bool = False) -> nn.Module:
     """Down-sampling pool: ``"max"`` or ``"avg"``."""
     _check_dims(spatial_dims)
     pools = {"max": Pool.MAX, "avg": Pool.AVG}
     if kind not in pools:
         raise ValueError(f"pool kind must be one of {sorted(pools)}, got {kind!r}")
-    return Pool[pools[kind], spatial_dims](kernel_size=kernel_size, stride=kernel_size)
+    return Pool[pools[kind], spatial_dims](kernel_size=kernel_size, stride=kernel_size, ceil_mode=ceil_mode)
+
+
+def dropout_layer(spatial_dims: int, p: float) -> nn.Module:
+    """Element-wise dropout (``nn.Dropout``) with probability ``p``; identity when ``p`` is 0."""
+    _check_dims(spatial_dims)
+    return Dropout[Dropout.DROPOUT, spatial_dims](p) if p > 0 else nn.Identity()
+
+
+def layer_names(kind: str) -> list[str]:
+    """The registered names of ``norm`` or ``act`` layers (lower case), for messages about unknown names."""
+    factory = {"norm": Norm, "act": Act}[kind]
+    return sorted(n.lower() for n in factory.names)
 
 
 def upsample_layer(spatial_dims: int, scale: int = 2, mode: str = "linear") -> nn.Module:

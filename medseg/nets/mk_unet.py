@@ -13,13 +13,12 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
-from monai.networks.layers.factories import Pool
 from torch import nn
 
 from medseg.blocks.channel_spatial import ChannelAttention, SpatialAttention
 from medseg.blocks.gates import resize_to
 from medseg.blocks.multikernel import MultiKernelInvertedResidual
-from medseg.layers import ActSpec, NormSpec, act_layer, conv_layer
+from medseg.layers import ActSpec, NormSpec, act_layer, conv_layer, pool_layer
 
 BlockFactory = Callable[..., nn.Module]
 
@@ -85,7 +84,7 @@ class MKUNet(nn.Module):
         self.encoders = nn.ModuleList(
             enc(in_channels=c_in, out_channels=c, **common) for c_in, c in zip([in_channels, *ch], ch, strict=False)
         )
-        self.pool = Pool[Pool.MAX, spatial_dims](kernel_size=2, stride=2, ceil_mode=True)
+        self.pool = pool_layer("max", spatial_dims, 2, ceil_mode=True)
         dec_out = [*ch[-2::-1], ch[0]]  # coarsest stage first; the last stage keeps ch[0]
         self.decoders = nn.ModuleList(
             dec(in_channels=c_in, out_channels=c, **common) for c_in, c in zip(ch[::-1], dec_out, strict=True)

@@ -13,7 +13,6 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import torch
-from monai.networks.layers.factories import Conv
 from torch import nn
 
 from medseg.blocks.conv import DoubleConv
@@ -171,8 +170,15 @@ class UNet(nn.Module):
         if mode == "transpose":
             k = self.up_kernel_size
             pad = (k - 1) // 2  # with output_padding 2 + 2·pad − k the output is exactly twice the input
-            up = Conv[Conv.CONVTRANS, self.spatial_dims](
-                c_in, c_out, k, stride=2, padding=pad, output_padding=2 + 2 * pad - k
+            up = conv_layer(
+                self.spatial_dims,
+                c_in,
+                c_out,
+                k,
+                stride=2,
+                padding=pad,
+                transposed=True,
+                output_padding=2 + 2 * pad - k,
             )
         elif mode == "linear":
             up = nn.Sequential(upsample_layer(self.spatial_dims, 2), conv_layer(self.spatial_dims, c_in, c_out, 1))
