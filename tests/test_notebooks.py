@@ -3,7 +3,8 @@
 Each notebook runs top to bottom with nbclient in a kernel of the current interpreter, in fast mode
 (``MEDSEG_NOTEBOOK_FAST=1``: tiny epochs/folds), the way a user runs it: an empty HOME (so the default cache
 ``~/.cache/medseg`` is new), no ``MEDSEG_CACHE``/``MEDSEG_RUNS``/``MEDSEG_NOTEBOOK_DIR``, its working folder as cwd
-(runs go to ``runs/`` there, as the notebooks say); the executed notebook is kept in memory only. real_data.ipynb gets a small stand-in for the nilearn wheel
+(runs go to ``runs/`` there, as the notebooks say); the executed notebook is kept in memory only. real_data.ipynb
+gets a small stand-in for the nilearn wheel
 (``MEDSEG_NILEARN_WHEEL``, tests/fake_nilearn.py) instead of downloading the real one, so no test needs the network.
 """
 
