@@ -54,6 +54,13 @@ def parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--trust", action="store_true", help="build config targets outside the allowlist (your own runs)")
     p.add_argument(
+        "--replace-nonfinite",
+        type=float,
+        default=None,
+        metavar="VALUE",
+        help="replace NaN/Inf input voxels by VALUE (default: refuse such inputs)",
+    )
+    p.add_argument(
         "--preview",
         action="store_true",
         help="also write OUT_DIR/<case>_preview.png: axial/coronal/sagittal overlay of the prediction on the image",
@@ -86,7 +93,13 @@ def run(argv: list[str]) -> int:
         job = prepare_job(args.model, args.input, args.output, args.folds, options.fmt)
         budget = int(args.memory_budget * 2**30) if args.memory_budget else None
         predictor = Predictor(
-            job.runs, args.device, args.checkpoint, tta=args.tta, trust=args.trust, memory_budget=budget
+            job.runs,
+            args.device,
+            args.checkpoint,
+            tta=args.tta,
+            trust=args.trust,
+            memory_budget=budget,
+            replace_nonfinite=args.replace_nonfinite,
         )
         preview = Preview(args.preview_labels, job.runs) if options.preview else None
     except (ValueError, OSError) as error:

@@ -17,7 +17,7 @@ import nibabel as nib
 import numpy as np
 
 from medseg.data.discovery import DatasetError, DatasetSpec
-from medseg.data.io import NIFTI_SUFFIXES, is_image_file, ras_spacing, read_volume, strip_suffix
+from medseg.data.io import ImageError, inspect_image, is_image_file, is_nifti, ras_spacing, read_volume, strip_suffix
 
 Volume = tuple[tuple[int, ...], np.ndarray, Any]
 
@@ -121,12 +121,23 @@ def check_case(case: dict[str, Any], atol: float = 1e-3) -> tuple[CaseInfo | Non
 
 def _load(cid: str, path: str, kind: str, problems: list[Problem]) -> Volume | None:
     """``read_volume(path)``, or None with the reason appended to ``problems``."""
-    if not Path(path).is_file():
-        problems.append(Problem(cid, path, f"{kind} file missing"))
+    try:
+        exists = Path(path).is_file()
+    except OSError as err:  # a symlink loop, a name too long, ...
+        problems.append(Problem(cid, path, f"{kind} file cannot be opened ({err.strerror or err})"))
+        return None
+    if not exists:
+        broken = Path(path).is_symlink()
+        problems.append(Problem(cid, path, f"{kind} file missing" + (" (a broken symbolic link)" if broken else "")))
         return None
     truncated = _truncation(Path(path))
     if truncated:
         problems.append(Problem(cid, path, f"unreadable: {truncated}"))
+        return None
+    try:
+        inspect_image(path)  # voxel type, declared size against the file and the memory budget
+    except ImageError as err:
+        problems.append(Problem(cid, path, _unreadable(err) if err.__cause__ else str(err).removeprefix(f"{path}: ")))
         return None
     try:
         return read_volume(path)
@@ -156,9 +167,9 @@ def _truncation(path: Path) -> str | None:
     """For NIfTI: a message when the file holds fewer voxel bytes than its header declares (or a truncated header or
     compressed stream), else None — so that a damaged header cannot make the reader allocate gigabytes. A large
     ``.nii.gz`` whose gzip trailer does not confirm the declared size is decompressed in 4 MB chunks and counted."""
-    if not path.name.endswith(NIFTI_SUFFIXES):
+    if not is_nifti(path.name):
         return None
-    gz = path.name.endswith(".gz")
+    gz = path.name.lower().endswith(".gz")
     try:
         img: Any = nib.load(str(path))
         declared = int(np.prod([int(s) for s in img.shape], dtype=object)) * img.header.get_data_dtype().itemsize

@@ -18,6 +18,7 @@ from monai.transforms import Compose
 from medseg.data.cache import DiskCache, DiskCacheDataset
 from medseg.data.checks import check_dataset, raise_on_errors
 from medseg.data.discovery import DatasetError, DatasetSpec, discover
+from medseg.data.labels import class_values, unused_classes
 from medseg.data.synthetic import make_demo_dataset
 from medseg.data.transforms import disk_cached, intensity_stats, preprocess, train_transforms, val_transforms
 
@@ -138,6 +139,7 @@ class SegDataModule(L.LightningDataModule):
         self.spec: DatasetSpec | None = None
         self.split: dict[str, list[str]] = {}
         self.stats: dict[str, float] | None = None
+        self.label_values: list[int] | None = None
 
     @property
     def roi_size(self) -> list[int]:
@@ -167,12 +169,17 @@ class SegDataModule(L.LightningDataModule):
         self.modality = spec.modality if self.modality_opt == "auto" else self.modality_opt.upper()
         if self.spacing is None:
             self.spacing = [float(s) for s in np.median([i.spacing for i in infos.values()], axis=0)]
-        found = max(max(i.label_values) for i in infos.values()) + 1
-        declared = spec.num_classes or found
+        found = set().union(*(i.label_values for i in infos.values()))
+        self.label_values = class_values(spec.labels, found, str(self.root / "dataset.json"))
+        for value in unused_classes(spec.labels, found):
+            log.warning("dataset.json declares label %d (%s) but no label file contains it", value, spec.labels[value])
         if self.num_classes is None:
-            self.num_classes = max(declared, found)
-        elif found > self.num_classes:
-            raise DatasetError(f"data.num_classes={self.num_classes} but labels contain value {found - 1}")
+            self.num_classes = len(self.label_values)
+        elif self.num_classes != len(self.label_values):
+            raise DatasetError(
+                f"data.num_classes={self.num_classes} but the labels have {len(self.label_values)} classes "
+                f"(values {self.label_values}, background included): drop the override or fix the labels"
+            )
         self.in_channels = self.in_channels or len(spec.cases[0]["image"])
         self.split = make_split([c["id"] for c in spec.cases])
         train_ids = set(self.split["train"])
@@ -184,6 +191,7 @@ class SegDataModule(L.LightningDataModule):
             "spacing": self.spacing,
             "modality": self.modality,
             "num_classes": self.num_classes,
+            "label_values": self.label_values,
             "in_channels": self.in_channels,
             "intensity_stats": self.stats,
         }
@@ -209,7 +217,7 @@ class SegDataModule(L.LightningDataModule):
 
     def setup(self, stage: str | None = None) -> None:
         assert self.spacing is not None
-        t_val = val_transforms(self.spacing, self.modality, self.stats)
+        t_val = val_transforms(self.spacing, self.modality, self.stats, self.label_values)
         self.val_ds = self._dataset("val", t_val)
         if stage in (None, "fit"):
             t_train = train_transforms(
@@ -220,6 +228,7 @@ class SegDataModule(L.LightningDataModule):
                 self.samples_per_volume,
                 self.pos_fraction,
                 self.augment,
+                self.label_values,
             )
             self.train_ds = self._dataset("train", t_train)
 

@@ -89,9 +89,15 @@ def preprocess(
     stats: dict[str, float] | None,
     keys: Sequence[str] = KEYS,
     crop_foreground: bool = True,
+    label_values: Sequence[int] | None = None,
 ) -> list[T.Transform]:
-    """Deterministic part: load → channel first → RAS → resample → crop to non-zero → normalise."""
-    return [*preprocess_geometry(spacing, keys, crop_foreground), _normalise(modality, stats)]
+    """Deterministic part: load → channel first → RAS → resample → crop to non-zero → normalise (→ label values
+    mapped to class indices 0..N−1 when ``label_values`` are not those already; ``medseg.data.labels``)."""
+    out = [*preprocess_geometry(spacing, keys, crop_foreground), _normalise(modality, stats)]
+    values = [int(v) for v in label_values or []]
+    if "label" in keys and values and values != list(range(len(values))):
+        out.append(T.MapLabelValued("label", orig_labels=values, target_labels=list(range(len(values)))))
+    return out
 
 
 def train_transforms(
@@ -102,13 +108,14 @@ def train_transforms(
     samples_per_volume: int,
     pos_fraction: float,
     augment: dict[str, Any],
+    label_values: Sequence[int] | None = None,
 ) -> T.Compose:
     """Preprocess, pad to the patch, foreground-oversampled patch sampling, flips/rotations/intensity augmentation.
 
     A 2D patch is given as ``(H, W, 1)`` and squeezed to ``(H, W)`` after sampling.
     """
     is_2d = len(patch) == 3 and patch[-1] == 1
-    out = preprocess(spacing, modality, stats)
+    out = preprocess(spacing, modality, stats, label_values=label_values)
     out += [
         T.SpatialPadd(KEYS, spatial_size=tuple(patch)),
         T.RandCropByPosNegLabeld(
@@ -138,6 +145,12 @@ def train_transforms(
     return T.Compose(out)
 
 
-def val_transforms(spacing: Sequence[float], modality: str, stats: dict[str, float] | None) -> T.Compose:
+def val_transforms(
+    spacing: Sequence[float],
+    modality: str,
+    stats: dict[str, float] | None,
+    label_values: Sequence[int] | None = None,
+) -> T.Compose:
     """Preprocess whole volumes for validation (metrics in the resampled grid)."""
-    return T.Compose([*preprocess(spacing, modality, stats), T.EnsureTyped(KEYS, track_meta=False)])
+    steps = preprocess(spacing, modality, stats, label_values=label_values)
+    return T.Compose([*steps, T.EnsureTyped(KEYS, track_meta=False)])

@@ -27,7 +27,7 @@ from monai import transforms as T
 from monai.data import MetaTensor
 
 from medseg.config import build
-from medseg.data.io import NIFTI_SUFFIXES, read_volume, strip_suffix
+from medseg.data.io import ImageError, gib, inspect_image, is_nifti, memory_budget, read_volume, strip_suffix
 from medseg.data.transforms import preprocess
 from medseg.inference.resample import inverse_map, invert_labels
 from medseg.inference.sliding import plan_slabs, predict_slabs, sliding_softmax
@@ -39,7 +39,7 @@ SLAB_AXIS = 0  # slabs along the first spatial axis: each channel's slab is one 
 
 def as_nifti(path: str, tmp_dir: Path) -> str:
     """``path`` itself if it is NIfTI, else a NIfTI copy (same voxels, RAS affine) in ``tmp_dir``."""
-    if path.endswith(NIFTI_SUFFIXES):
+    if is_nifti(path):
         return path
     import nibabel as nib
 
@@ -84,6 +84,10 @@ def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
     return state
 
 
+def _nan_to_num(x: Any, value: float) -> Any:
+    return torch.nan_to_num(torch.as_tensor(x), nan=value, posinf=value, neginf=value)
+
+
 def resolve_device(name: str) -> torch.device:
     """``auto`` (CUDA when available, else the CPU), ``cpu``, ``cuda`` or ``cuda:N``; a one-line ``ValueError`` for
     anything else or for a CUDA device this machine does not have."""
@@ -126,6 +130,7 @@ class Predictor:
             the stitched logits of one slab take at most half of it. None: a quarter of the RAM.
         invert: ``auto`` (bounded-memory inversion; MONAI ``Invertd`` for transform chains it does not know) or
             ``monai`` (always ``Invertd``, a group of channels at a time — the reference the tests compare with).
+        replace_nonfinite: replace NaN/Inf input voxels by this value (an explicit opt-in); None refuses such inputs.
     """
 
     def __init__(
@@ -137,6 +142,7 @@ class Predictor:
         trust: bool = False,
         memory_budget: int | None = None,
         invert: str = "auto",
+        replace_nonfinite: float | None = None,
     ) -> None:
         if not run_dirs:
             raise ValueError("no run directory given")
@@ -147,10 +153,17 @@ class Predictor:
         self.modules = [self._load(Path(r), checkpoint, trust) for r in run_dirs]
         prep = RunDir(run_dirs[0]).preprocessing_info()
         self.num_classes = int(prep["num_classes"])
+        self.spacing = [float(s) for s in prep["spacing"]]
+        values = [int(v) for v in prep.get("label_values") or range(self.num_classes)]
         self.label_dtype = np.uint8 if self.num_classes <= 256 else np.uint16
-        self.pre = T.Compose(
-            preprocess(prep["spacing"], prep["modality"], prep.get("intensity_stats"), keys=("image",))
-        )
+        out_dtype = np.uint8 if max(values) < 256 else np.uint16 if max(values) < 65536 else np.int32
+        # class index → the value the label files use (identity unless dataset.json maps e.g. 255 → class 1)
+        self.label_lut = None if values == list(range(self.num_classes)) else np.asarray(values, dtype=out_dtype)
+        steps = preprocess(prep["spacing"], prep["modality"], prep.get("intensity_stats"), keys=("image",))
+        self.replace_nonfinite = replace_nonfinite
+        if replace_nonfinite is not None:  # right after loading, before anything computes with the values
+            steps.insert(1, T.Lambdad("image", functools.partial(_nan_to_num, value=float(replace_nonfinite))))
+        self.pre = T.Compose(steps)
         for t in self.pre.transforms:
             if isinstance(t, T.Spacingd):  # resample in float32: MONAI's float64 default doubles the input copy and
                 t.dtype = (np.float32,) * len(t.keys)  # the sampling grid (differences ~1e-7, far below any effect)
@@ -216,6 +229,7 @@ class Predictor:
 
         NRRD/MHA/MHD inputs are converted to a temporary NIfTI (RAS affine from the ITK header) first.
         """
+        self.check_inputs(image_paths)
         with tempfile.TemporaryDirectory(prefix="medseg-") as tmp:
             paths = [as_nifti(p, Path(tmp)) for p in image_paths]
             try:
@@ -225,7 +239,40 @@ class Predictor:
                 while cause.__cause__ is not None:
                     cause = cause.__cause__
                 raise ValueError(f"{image_paths[0]}: cannot load ({type(cause).__name__}: {cause})") from err
-        return self._predict_loaded(data, probabilities)
+        self.check_loaded(data["image"], image_paths)
+        labels, probs = self._predict_loaded(data, probabilities)
+        return (labels if self.label_lut is None else self.label_lut[labels]), probs
+
+    def check_inputs(self, image_paths: Sequence[str]) -> None:
+        """Refuse, by file name and before anything is allocated, inputs that cannot be read, hold complex or
+        vector voxels, declare more data than the file holds, or would not fit the memory budget once resampled."""
+        infos = [inspect_image(p) for p in image_paths]
+        ref = infos[0]
+        for info in infos[1:]:
+            if info.shape[:3] != ref.shape[:3]:
+                raise ImageError(f"{info.path}: channel shape {info.shape} differs from {ref.path.name} {ref.shape}")
+        volume = float(np.prod(ref.shape[:3], dtype=np.float64) * np.prod(ref.spacing))  # mm³
+        resampled = volume / float(np.prod(self.spacing))
+        need = resampled * 4 * (len(infos) + 3)  # the channels in float32 plus the resampling's working copies
+        if need > memory_budget():
+            raise ImageError(
+                f"{ref.path}: resampled to the run's spacing {self.spacing} mm it has {resampled:.3g} voxels "
+                f"(about {gib(need)}), more than the memory budget of {gib(memory_budget())} (MEDSEG_MEMORY_GB)"
+            )
+
+    def check_loaded(self, image: torch.Tensor, image_paths: Sequence[str]) -> None:
+        """A preprocessed volume holds finite values and some non-zero voxels; else one line naming the file."""
+        if any(int(s) == 0 for s in image.shape[1:]):
+            raise ValueError(f"{image_paths[0]}: every voxel is 0 (an empty image): nothing to segment")
+        if not bool(torch.isfinite(image).all()):
+            counts = []
+            for path in image_paths:
+                raw = np.asarray(read_volume(path)[2])
+                n = int(raw.size - np.isfinite(raw).sum())
+                if n:
+                    counts.append(f"{path}: {n} NaN/Inf voxels")
+            what = "; ".join(counts) or f"{image_paths[0]}: the intensities normalise to NaN/Inf"
+            raise ValueError(f"{what}; refusing to predict (--replace-nonfinite VALUE replaces them explicitly)")
 
     def _predict_loaded(self, data: Any, with_probs: bool = False) -> tuple[np.ndarray, np.ndarray | None]:
         image = data["image"]  # MetaTensor (C, *S) in the network's space

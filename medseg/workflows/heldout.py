@@ -24,7 +24,8 @@ def evaluate_test_cases(run: RunDir, dm: Any, case_ids: list[str], nsd_tolerance
     """
     predictor = Predictor([run.path])
     by_id = {c["id"]: c for c in dm.spec.cases}
-    names = {c: dm.spec.labels.get(c, f"class_{c}") for c in range(1, dm.num_classes)}
+    values = dm.label_values or list(range(dm.num_classes))  # predictions are written in the label files' values
+    names = {v: dm.spec.labels.get(v, f"class_{v}") for v in values[1:]}
     rows = []
     for cid in case_ids:
         case = by_id[cid]

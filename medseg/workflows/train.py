@@ -179,4 +179,5 @@ def _previous_init(run: RunDir) -> dict[str, Any] | None:
 
 def _class_names(dm: Any) -> list[str]:
     labels = dm.spec.labels if dm.spec is not None else {}
-    return [labels.get(c, f"class_{c}") for c in range(1, dm.num_classes)]
+    values = dm.label_values or list(range(dm.num_classes))
+    return [labels.get(v, f"class_{v}") for v in values[1:]]

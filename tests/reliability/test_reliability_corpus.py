@@ -156,9 +156,9 @@ def build_corpus(base: Path) -> tuple[Path, dict[str, str], set[str]]:
     nan_image = good.copy()
     nan_image[0, 0, 0], nan_image[1, 1, 1] = np.nan, np.inf
     bad("nan_image", "2 NaN/Inf intensities", image=nan_image, label=_label())
-    bad("complex_image", "unsupported dtype complex64", image=good.astype(np.complex64), label=_label())
+    bad("complex_image", "complex-valued voxels (complex64)", image=good.astype(np.complex64), label=_label())
     rgb = np.zeros(SHAPE, RGB)
-    bad("rgb_image", "unsupported dtype [('R', 'u1'), ('G', 'u1'), ('B', 'u1')]", image=rgb, label=_label())
+    bad("rgb_image", "unsupported voxel type [('R', 'u1'), ('G', 'u1'), ('B', 'u1')]", image=rgb, label=_label())
     # label values
     bad(
         "undeclared_label",
@@ -171,7 +171,7 @@ def build_corpus(base: Path) -> tuple[Path, dict[str, str], set[str]]:
     nan_label = _label(dtype=np.float32)
     nan_label[0, 0, 0] = np.nan
     bad("nan_label", "label has 1 NaN/Inf values", image=good, label=nan_label)
-    bad("complex_label", "unsupported label dtype complex64", image=good, label=_label(dtype=np.complex64))
+    bad("complex_label", "complex-valued voxels (complex64)", image=good, label=_label(dtype=np.complex64))
     # multi-channel cases
     for cid, second, message in (
         ("channel_shape", (_image((6, 7, 4)), AFFINE), "channel shape (6, 7, 4) differs from first channel (6, 7, 5)"),

@@ -240,7 +240,7 @@ def test_invalid_config_values_fail_fast_naming_every_key(tiny_dataset, tmp_path
     ("overrides", "message"),
     [
         (["model.net.spatial_dims=2", "data.spatial_dims=3"], "model.net.spatial_dims=2 but data.spatial_dims=3"),
-        (["data.num_classes=2"], "data.num_classes=2 but labels contain value 2"),
+        (["data.num_classes=2"], "data.num_classes=2 but the labels have 3 classes (values [0, 1, 2]"),
         (["data.spacing=[2.0,-1.0,2.0]"], "data.spacing must be 3 positive numbers"),
         (["data.patch_size_2d=[30,32]", "model.net.spatial_dims=2"], "data.patch_size_2d=[30, 32] must be divisible"),
     ],
