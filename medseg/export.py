@@ -105,14 +105,15 @@ def export_run(
     """Export the network of ``run_dir`` to ``out`` (default ``<run_dir>/model.pt`` / ``model.onnx``), check parity
     and write the report to ``<out>.json``. Returns the report; raises ``ExportError`` when parity fails."""
     from medseg.inference.predictor import load_module
-    from medseg.run_dir import RunDir, contents
+    from medseg.run_dir import trained_runs
 
-    rundir = RunDir(run_dir)
-    run_dir = rundir.path
     if fmt not in FORMATS:
         raise ExportError(f"--format must be one of {sorted(FORMATS)}, got {fmt!r}")
-    if not rundir.is_train_run():
-        raise ExportError(f"-m {run_dir}: not a train run dir ({contents('trained')}); for CV export a fold_<k>")
+    runs = trained_runs(run_dir)  # a finished train run (refusing unfinished ones, like predict)
+    if len(runs) != 1:
+        raise ExportError(f"-m {run_dir}: a CV run of {len(runs)} folds; export one of them (-m {runs[0].path})")
+    rundir = runs[0]
+    run_dir = rundir.path
     if fmt == "onnx":
         _require_onnx()
     prep = rundir.preprocessing_info()

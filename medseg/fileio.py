@@ -103,3 +103,46 @@ def _json_default(obj: Any) -> Any:
     if isinstance(obj, Path):
         return str(obj)
     raise TypeError(f"not JSON serialisable: {type(obj).__name__}")
+
+
+@contextlib.contextmanager
+def claim(path: str | Path) -> Iterator[str | None]:
+    """Claim ``path`` for writing among processes: yields None when this process holds the claim, else who holds it
+    (``pid N on host``). The claim is a lock file beside ``path``; one left by a process that died on this host is
+    taken over."""
+    import socket
+
+    path = Path(path)
+    lock = path.parent / f".{path.name}.lock"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    me = f"{os.getpid()} {socket.gethostname()}"
+    for _ in range(2):
+        try:
+            fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+        except FileExistsError:
+            holder = lock.read_text(errors="replace").split() if lock.is_file() else []
+            pid, host = (holder + ["", ""])[:2]
+            if host == socket.gethostname() and pid.isdigit() and not process_alive(int(pid)):
+                lock.unlink(missing_ok=True)  # a claim left by a killed process
+                continue
+            yield f"pid {pid or '?'} on {host or '?'}"
+            return
+        with os.fdopen(fd, "w") as fh:
+            fh.write(me)
+        try:
+            yield None
+        finally:
+            lock.unlink(missing_ok=True)
+        return
+    yield "another process"
+
+
+def process_alive(pid: int) -> bool:
+    """Whether a process with this id exists on this host."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True

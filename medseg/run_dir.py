@@ -31,7 +31,7 @@ import socket
 from pathlib import Path
 from typing import Any
 
-from medseg.fileio import atomic_write_json, atomic_write_text
+from medseg.fileio import atomic_write_json, atomic_write_text, process_alive
 
 RUNNING, FINISHED, FAILED, INTERRUPTED = "running", "finished", "failed", "interrupted"
 CHECKPOINTS = ("best", "last")
@@ -304,12 +304,9 @@ class RunDir:
 
 def _alive(pid: Any) -> bool:
     try:
-        os.kill(int(pid), 0)
-    except (TypeError, ValueError, ProcessLookupError):
+        return process_alive(int(pid))
+    except (TypeError, ValueError):
         return False
-    except PermissionError:
-        return True
-    return True
 
 
 def trained_runs(model_dir: str | Path, folds: list[int] | None = None) -> list[RunDir]:

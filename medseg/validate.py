@@ -67,6 +67,8 @@ def validate_config(cfg: DictConfig, dm: Any, run: RunDir | None = None) -> None
     if run is not None:
         problems += _check_resume(cfg, run)
     if problems:
+        if len(problems) == 1:
+            raise ConfigError(f"invalid configuration: {problems[0]}")
         raise ConfigError("invalid configuration:\n" + "\n".join(f"  - {p}" for p in problems))
 
 
@@ -156,6 +158,16 @@ def _check_ranges(cfg: DictConfig, dm: Any) -> list[str]:
     out = []
     if dm.spacing is not None and not (np.isfinite(dm.spacing).all() and min(dm.spacing) > 0):
         out.append(f"data.spacing={list(dm.spacing)} must be 3 positive finite numbers (mm)")
+    elif getattr(dm, "largest_resampled", None):
+        from medseg.data.io import WORKING_COPIES, gib, memory_budget
+
+        voxels, case = dm.largest_resampled
+        need = voxels * 4 * WORKING_COPIES * max(1, dm.in_channels or 1)
+        if need > memory_budget():
+            out.append(
+                f"data.spacing={list(dm.spacing)} resamples case {case} to {voxels:.3g} voxels (about {gib(need)}), "
+                f"more than the memory budget of {gib(memory_budget())} (MEDSEG_MEMORY_GB): choose a coarser spacing"
+            )
     if not 0.0 <= dm.pos_fraction <= 1.0:
         out.append(f"data.pos_fraction={dm.pos_fraction} must be in [0, 1]")
     if not 0.0 < dm.val_fraction < 1.0:
@@ -180,7 +192,15 @@ def _check_ranges(cfg: DictConfig, dm: Any) -> list[str]:
 RESUME_KEYS = ("model.net", "data.root", "data.spacing", "data.modality", "data.num_classes", "data.in_channels")
 
 
-def _check_resume(cfg: DictConfig, run: RunDir) -> list[str]:
+def check_resume(cfg: DictConfig, run: RunDir) -> None:
+    """Before the data are read: the run dir holds no run of another network or dataset (keys that are derived
+    from the data later, left ``null`` in ``cfg``, are compared after preparation by :func:`validate_config`)."""
+    problems = _check_resume(cfg, run, skip_derived=True)
+    if problems:
+        raise ConfigError(f"invalid configuration: {problems[0]}")
+
+
+def _check_resume(cfg: DictConfig, run: RunDir, skip_derived: bool = False) -> list[str]:
     """A run dir that will be resumed must hold a run of the same network, data and preprocessing (else its checkpoint
     does not fit, or its saved config and metrics would be overwritten by a run that does not describe them)."""
     saved_path, run_dir = run.config, run.path
@@ -198,6 +218,8 @@ def _check_resume(cfg: DictConfig, run: RunDir) -> list[str]:
     diffs = []
     for key in RESUME_KEYS:
         old, new = _plain(OmegaConf.select(saved, key)), _plain(OmegaConf.select(cfg, key))
+        if skip_derived and (new is None or key.startswith("model.net")):
+            continue  # filled in from the data (the network's channels and classes) during preparation
         if key == "data.root" and isinstance(old, str) and isinstance(new, str):  # configs before paths were absolute
             old, new = str(Path(old).expanduser().absolute()), str(Path(new).expanduser().absolute())
         diffs += [f"{k}: {a!r} → {b!r}" for k, a, b in _differences(old, new, key)]
@@ -243,7 +265,7 @@ def check_constructor_keys(cfg: Any) -> list[str]:
         for key in node:
             if key in SPECIAL_KEYS or key in params:
                 continue
-            close = difflib.get_close_matches(str(key), list(params), n=1, cutoff=0.6)
+            close = difflib.get_close_matches(str(key), list(params), n=1, cutoff=0.5)
             hint = f"; did you mean {path}.{close[0]}?" if close else f" (it takes: {', '.join(params)})"
             problems.append(f"{path}.{key}: {target} takes no argument {key!r}{hint}")
     return problems

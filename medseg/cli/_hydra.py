@@ -114,7 +114,7 @@ def _unknown_key(command: str, overrides: list[str], key: str) -> str:
         return f"{key}: no such config key (prefix it with + to add a new key)"
     parent = OmegaConf.select(base, parent_key) if parent_key else base
     known = [str(k) for k in parent] if isinstance(parent, DictConfig) else []
-    close = difflib.get_close_matches(leaf, known, n=1, cutoff=0.6)
+    close = difflib.get_close_matches(leaf, known, n=1, cutoff=0.5)
     where = parent_key or "the top level"
     if close:
         full = f"{parent_key}.{close[0]}" if parent_key else close[0]

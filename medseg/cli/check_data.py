@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -45,10 +46,9 @@ def print_report(report: dict[str, Any]) -> None:
 
 
 def _short(path: str, root: Path) -> str:
-    try:
-        return str(Path(path).resolve().relative_to(root.resolve()))
-    except (ValueError, OSError):
-        return path
+    """``path`` relative to the dataset root when it lies inside it (judged lexically: links are not followed)."""
+    rel = os.path.relpath(os.path.abspath(path), os.path.abspath(root))
+    return path if rel.startswith("..") else rel
 
 
 def _parser() -> argparse.ArgumentParser:

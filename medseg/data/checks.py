@@ -18,6 +18,7 @@ import numpy as np
 
 from medseg.data.discovery import DatasetError, DatasetSpec
 from medseg.data.io import ImageError, inspect_image, is_image_file, is_nifti, ras_spacing, read_volume, strip_suffix
+from medseg.data.labels import class_values
 
 Volume = tuple[tuple[int, ...], np.ndarray, Any]
 
@@ -79,14 +80,32 @@ def check_dataset(
         problems += case_problems
         if info is not None:
             infos[case["id"]] = info
+    labels = {c["id"]: str(c["label"]) for c in spec.cases}
     if spec.labels:
-        labels = {c["id"]: str(c["label"]) for c in spec.cases}
         for case_id, info in infos.items():
             unknown = sorted(info.label_values - set(spec.labels))
             if unknown:
                 message = f"label values {unknown} not declared in dataset.json labels {sorted(spec.labels)}"
                 problems.append(Problem(case_id, labels[case_id], message))
-    return infos, problems + _unused_files(spec)
+    elif infos:
+        try:
+            class_values({}, set().union(*(i.label_values for i in infos.values())), str(spec.root / "dataset.json"))
+        except DatasetError as err:
+            problems.append(Problem("-", str(spec.root), str(err)))
+    return infos, problems + _channel_counts(spec) + _unused_files(spec)
+
+
+def _channel_counts(spec: DatasetSpec) -> list[Problem]:
+    """Every case needs the same number of image channels (files), else training fails mid-way."""
+    counts = [len(c["image"]) for c in spec.cases]
+    if len(set(counts)) <= 1:
+        return []
+    usual = max(set(counts), key=counts.count)
+    return [
+        Problem(c["id"], str(c["image"][0]), f"{len(c['image'])} image channel(s), most cases have {usual}")
+        for c in spec.cases
+        if len(c["image"]) != usual
+    ]
 
 
 def check_case(case: dict[str, Any], atol: float = 1e-3) -> tuple[CaseInfo | None, list[Problem]]:
@@ -271,6 +290,8 @@ def _check_image(
         out.append(Problem(cid, path, f"unsupported dtype {data.dtype} (images must hold real numbers)"))
     elif data is not None and data.size and not np.isfinite(data).all():
         out.append(Problem(cid, path, f"{int((~np.isfinite(data)).sum())} NaN/Inf intensities"))
+    elif data is not None and data.size and not np.any(data):
+        out.append(Problem(cid, path, "every voxel is 0 (an empty image)"))
     return out
 
 

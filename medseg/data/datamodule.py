@@ -140,6 +140,7 @@ class SegDataModule(L.LightningDataModule):
         self.split: dict[str, list[str]] = {}
         self.stats: dict[str, float] | None = None
         self.label_values: list[int] | None = None
+        self.largest_resampled: tuple[float, str] | None = None
 
     @property
     def roi_size(self) -> list[int]:
@@ -169,6 +170,12 @@ class SegDataModule(L.LightningDataModule):
         self.modality = spec.modality if self.modality_opt == "auto" else self.modality_opt.upper()
         if self.spacing is None:
             self.spacing = [float(s) for s in np.median([i.spacing for i in infos.values()], axis=0)]
+        target = float(np.prod(self.spacing))
+        # the largest case after resampling (voxels): checked against the memory budget before anything resamples
+        self.largest_resampled = max(
+            (float(np.prod(i.shape[:3], dtype=np.float64) * np.prod(i.spacing)) / target, cid)
+            for cid, i in infos.items()
+        )
         found = set().union(*(i.label_values for i in infos.values()))
         self.label_values = class_values(spec.labels, found, str(self.root / "dataset.json"))
         for value in unused_classes(spec.labels, found):

@@ -8,12 +8,13 @@ cannot be used (a path escaping the dataset root, a malformed entry) are collect
 from __future__ import annotations
 
 import json
+import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from medseg.data.io import is_image_file, strip_suffix
+from medseg.data.io import is_image_file, is_image_name, strip_suffix
 
 
 class DatasetError(ValueError):
@@ -84,16 +85,20 @@ def _read_json(path: Path) -> dict[str, Any]:
 
 
 def _inside(root: Path, rel: Any, what: str) -> Path:
-    """``root / rel`` resolved; a ``DatasetError`` when it is not a path string or lies outside ``root``."""
+    """``root / rel``, normalised as written; a ``DatasetError`` when it is not a path string or lies outside ``root``.
+
+    The path is judged lexically (``..`` and absolute paths), not where a symbolic link points: a dataset assembled
+    from symlinks to another folder is legitimate, ``../../etc/passwd`` is not.
+    """
     if not isinstance(rel, str) or not rel:
         raise DatasetError(f"{what} path must be a non-empty string, got {rel!r}")
-    try:
-        path = (root / rel).resolve()
-    except (OSError, ValueError) as err:  # e.g. an embedded NUL byte
-        raise DatasetError(f"{what} path {rel!r} is not a valid path ({err})") from err
-    if not path.is_relative_to(root.resolve()):
+    if "\0" in rel:
+        raise DatasetError(f"{what} path {rel!r} is not a valid path (NUL byte)")
+    base = os.path.normpath(root.absolute())
+    path = os.path.normpath(os.path.join(base, rel))
+    if os.path.commonpath([base, path]) != base:
         raise DatasetError(f"{what} path {rel!r} escapes the dataset root")
-    return path
+    return Path(path)
 
 
 def _msd(root: Path, meta: dict[str, Any]) -> DatasetSpec:
@@ -139,6 +144,17 @@ def _labels_and_channels(
     return labels, channels
 
 
+def _broken_links(folder: Path) -> list[tuple[str, str, str]]:
+    """Image-named entries of ``folder`` that are symbolic links to nothing (or to themselves): reported, since
+    listing them as missing cases or skipping them silently would hide a mistake."""
+    out = []
+    if folder.is_dir():
+        for path in sorted(folder.iterdir()):
+            if is_image_name(path.name) and path.is_symlink() and not path.exists():
+                out.append((strip_suffix(path.name), str(path), "a broken symbolic link (target missing, or a loop)"))
+    return out
+
+
 def _nnunet(root: Path, meta: dict[str, Any]) -> DatasetSpec:
     ending = meta.get("file_ending", ".nii.gz")
     if not isinstance(ending, str):
@@ -146,10 +162,12 @@ def _nnunet(root: Path, meta: dict[str, Any]) -> DatasetSpec:
     pattern = re.compile(r"^(?P<case>.+)_(?P<ch>\d{4})" + re.escape(ending) + "$")
     by_case: dict[str, dict[int, str]] = {}
     for path in sorted((root / "imagesTr").iterdir()):
+        if path.name.startswith(".") or (path.is_symlink() and not path.exists()):
+            continue  # macOS ._* metadata, hidden files; broken links are reported above
         match = pattern.match(path.name)
         if match:
             by_case.setdefault(match["case"], {})[int(match["ch"])] = str(path)
-    problems: list[tuple[str, str, str]] = []
+    problems = _broken_links(root / "imagesTr") + _broken_links(root / "labelsTr")
     labels, channels = _labels_and_channels(meta, str(root / "dataset.json"), problems)
     n_channels = len(channels) or max((len(v) for v in by_case.values()), default=1)
     cases = []
@@ -168,7 +186,7 @@ def _folders(root: Path, meta: dict[str, Any]) -> DatasetSpec:
         matches = [p for p in label_dir.glob(f"{case_id}.*") if is_image_file(p) and strip_suffix(p.name) == case_id]
         label = matches[0] if matches else label_dir / path.name
         cases.append({"id": case_id, "image": [str(path)], "label": str(label)})
-    problems: list[tuple[str, str, str]] = []
+    problems = _broken_links(root / "images") + _broken_links(label_dir)
     labels, channels = _labels_and_channels(meta, str(root / "dataset.json"), problems)
     return DatasetSpec(root, "folders", cases, labels, channels, problems)
 

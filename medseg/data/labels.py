@@ -32,7 +32,7 @@ def class_values(declared: Mapping[int, str], found: Iterable[int], where: str =
             example = ", ".join(f'"{v}": "{"background" if v == 0 else f"class_{v}"}"' for v in values[:4])
             raise DatasetError(
                 f"label values {_show(values)} found in the label files are not 0..{len(values) - 1}: declare them in "
-                f"{where} (\"labels\": {{{example}{', ...' if len(values) > 4 else ''}}}) to have them mapped to "
+                f'{where} ("labels": {{{example}{", ..." if len(values) > 4 else ""}}}) to have them mapped to '
                 f"0..{len(values) - 1}, or relabel the files"
             )
     if len(values) > MAX_CLASSES:

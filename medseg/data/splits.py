@@ -23,15 +23,66 @@ def train_val_split(case_ids: list[str], val_fraction: float, seed: int) -> dict
     return {"train": [c for c in ids if c not in set(val)], "val": val}
 
 
-def load_or_create_split(path: Path, case_ids: list[str], val_fraction: float, seed: int) -> dict[str, list[str]]:
-    """Reuse ``path`` if it exists (validated against the dataset), else create and save a new split."""
+Pending = list[tuple[Path, Any]]
+
+
+def _save(path: Path, obj: Any, pending: Pending | None) -> None:
+    """Write ``obj`` now, or (``pending``) leave it to the caller, who writes once the run is known to start."""
+    if pending is None:
+        atomic_write_json(path, obj)
+    else:
+        pending.append((path, obj))
+
+
+def load_or_create_split(
+    path: Path,
+    case_ids: list[str],
+    val_fraction: float,
+    seed: int,
+    in_use: bool = False,
+    pending: Pending | None = None,
+) -> dict[str, list[str]]:
+    """Reuse ``path`` if it exists (validated against the dataset), else create and save a new split.
+
+    A saved split records the ``seed`` and ``val_fraction`` it was drawn with; when they differ from the requested
+    ones it is redrawn if nothing was trained on it yet, else refused (``in_use``). A file without them was written
+    by a user and wins."""
+    settings = {"seed": seed, "val_fraction": val_fraction}
     if path.is_file():
-        split = json.loads(path.read_text())
-        validate_split(split, case_ids, path)
-        return split
-    split = train_val_split(case_ids, val_fraction, seed)
-    atomic_write_json(path, split)
+        split = _read_json(path)
+        if not _stale(split, settings, path, in_use):
+            validate_split(split, case_ids, path)
+            return split
+    split = {**train_val_split(case_ids, val_fraction, seed), **settings}
+    _save(path, split, pending)
     return split
+
+
+def _read_json(path: Path) -> Any:
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError as err:
+        raise DatasetError(f"{path}: not valid JSON ({err})") from err
+
+
+def _stale(saved: Any, wanted: dict[str, Any], path: Path, in_use: bool) -> bool:
+    """Whether a saved split was drawn with other settings than ``wanted`` (and may be redrawn).
+
+    Raises:
+        DatasetError: it differs and a model was already trained on it.
+    """
+    if not isinstance(saved, dict):
+        return False
+    differs = {k: (saved[k], v) for k, v in wanted.items() if k in saved and saved[k] != v}
+    if not differs:
+        return False
+    what = ", ".join(f"{k}={old!r} (asked: {new!r})" for k, (old, new) in differs.items())
+    if in_use:
+        raise DatasetError(
+            f"{path} was drawn with {what} and runs were trained on it: use a new hydra.run.dir for other splits "
+            "(or pass the same settings to resume)"
+        )
+    return True
 
 
 def validate_split(split: dict, case_ids: list[str], path: Path) -> None:
@@ -92,20 +143,27 @@ def validate_cv_splits(splits: dict[str, Any], case_ids: list[str], path: Path) 
 
 
 def load_or_create_cv_splits(
-    path: Path, case_ids: list[str], n_folds: int, seed: int, val_fraction: float, user_file: str | Path | None = None
+    path: Path,
+    case_ids: list[str],
+    n_folds: int,
+    seed: int,
+    val_fraction: float,
+    user_file: str | Path | None = None,
+    in_use: bool = False,
+    pending: Pending | None = None,
 ) -> dict[str, Any]:
-    """A user split file (validated) wins, then an existing ``path``; otherwise a new seeded K-fold is saved."""
+    """A user split file (validated) wins, then an existing ``path`` drawn with the same settings (one drawn with
+    others is redrawn when no fold trained on it yet, else refused); otherwise a new seeded K-fold is saved."""
     source = Path(user_file).expanduser() if user_file else path
-    if source.is_file():
-        try:
-            splits = json.loads(source.read_text())
-        except json.JSONDecodeError as err:
-            raise DatasetError(f"{source}: not valid JSON ({err})") from err
+    wanted = {"n_folds": n_folds, "seed": seed, "val_fraction": val_fraction}
+    if source.is_file() and (user_file or not _stale(_read_json(source), wanted, source, in_use)):
+        splits = _read_json(source)
         validate_cv_splits(splits, case_ids, source)
-    else:
-        if user_file:
-            raise DatasetError(f"cv.splits_file={user_file}: file not found")
-        splits = kfold_splits(case_ids, n_folds, seed, val_fraction)
-    if source != path or not path.is_file():
-        atomic_write_json(path, splits)
+        if source != path:
+            _save(path, splits, pending)
+        return splits
+    if user_file:
+        raise DatasetError(f"cv.splits_file={user_file}: file not found")
+    splits = kfold_splits(case_ids, n_folds, seed, val_fraction)
+    _save(path, splits, pending)
     return splits

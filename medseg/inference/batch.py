@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 
 from medseg.data.io import is_image_file, strip_suffix
-from medseg.fileio import atomic_path, atomic_write_json
+from medseg.fileio import atomic_path, atomic_write_json, claim
 from medseg.inference.postprocess import keep_largest_component
 from medseg.run_dir import RunDir
 
@@ -91,7 +91,19 @@ def predict_case(predictor: Any, case: str, files: list[str], out: Path, options
 def run_case(
     predictor: Any, case: str, files: list[str], out: Path, options: BatchOptions, preview: Preview | None
 ) -> str:
-    """Predict one case unless its output exists; the preview follows the prediction (missing ones are added)."""
+    """Predict one case unless its output exists; the preview follows the prediction (missing ones are added).
+
+    While a case is written its output is claimed, so two ``medseg predict`` processes writing into one folder never
+    pair one's label map with the other's probabilities."""
+    with claim(out) as holder:
+        if holder is not None:
+            return f"skipped: being written by another medseg predict ({holder})"
+        return _run_claimed(predictor, case, files, out, options, preview)
+
+
+def _run_claimed(
+    predictor: Any, case: str, files: list[str], out: Path, options: BatchOptions, preview: Preview | None
+) -> str:
     if out.exists() and not options.overwrite:
         status = "exists (skipped; --overwrite to redo)"
         draw = preview is not None and not preview_path(out.parent, case).exists()
@@ -116,17 +128,25 @@ def predict_cases(
     """Run every ``(case, files, output)``; a failing case is reported and the batch goes on.
 
     Returns:
-        ``{case: status}`` (``ok ...``, ``exists (skipped ...)`` or ``FAILED: ...``).
+        ``{input file name: status}`` (``ok ...``, ``exists (skipped ...)`` or ``FAILED: ...``), keyed by the full
+        file name so that ``case.nii`` and ``case.nrrd`` stay apart.
     """
     results: dict[str, str] = {}
     for case, files, out in cases:
+        key = Path(files[0]).name
         try:
-            results[case] = run_case(predictor, case, files, out, options, preview)
+            results[key] = run_case(predictor, case, files, out, options, preview)
         except Exception as err:  # noqa: BLE001 - one bad case must not stop the batch
-            results[case] = f"FAILED: {type(err).__name__}: {err}"
+            results[key] = f"FAILED: {_reason(err)}"
         if on_case is not None:
-            on_case(case, results[case])
+            on_case(key, results[key])
     return results
+
+
+def _reason(err: BaseException) -> str:
+    """One line: our own messages as they are (they name the file), anything else with its type."""
+    text = " ".join(str(err).split())
+    return text if isinstance(err, (ValueError, OSError)) and text else f"{type(err).__name__}: {text}"
 
 
 def write_summary(out_dir: Path, runs: Sequence[str | Path], results: dict[str, str]) -> Path:

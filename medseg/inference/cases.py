@@ -6,36 +6,54 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from medseg.data.io import is_image_file, strip_suffix
+from medseg.data.io import IMAGE_SUFFIXES, is_image_name, strip_suffix
 
 _CHANNEL = re.compile(r"^(?P<case>.+)_(?P<ch>\d{4})$")
 
 
-def list_cases(inputs: str | Path, in_channels: int = 1) -> tuple[list[tuple[str, list[str]]], list[str]]:
-    """``[(case, [channel files])]`` from a file or a folder, plus the files that could not be grouped.
+def list_cases(inputs: str | Path, in_channels: int = 1) -> tuple[list[tuple[str, list[str]]], dict[str, str]]:
+    """``[(case, [channel files])]`` from a file or a folder, plus ``{file name: why it is skipped}``.
 
-    With ``in_channels > 1`` files are grouped nnU-Net style (``<case>_0000.nii.gz``, ``<case>_0001.nii.gz``, …).
+    Hidden files (macOS ``._*`` metadata) are ignored; suffixes match in any letter case; broken symbolic links are
+    reported. With ``in_channels > 1`` files are grouped nnU-Net style (``<case>_0000.nii.gz``, ``_0001``, …).
     """
     path = Path(inputs).expanduser()
     if not path.exists():
-        raise ValueError(f"-i {path}: no such file or folder")
-    files = [path] if path.is_file() else sorted(p for p in path.iterdir() if is_image_file(p))
-    if path.is_dir() and not files:
-        raise ValueError(f"-i {path}: no .nii/.nii.gz/.nrrd/.mha/.mhd files")
+        raise ValueError(
+            f"-i {path}: no such file or folder" + (" (a broken symbolic link)" if path.is_symlink() else "")
+        )
+    rejected: dict[str, str] = {}
+    if path.is_file():
+        if not is_image_name(path.name):
+            raise ValueError(f"-i {path}: not a medical image file (expected {', '.join(IMAGE_SUFFIXES)})")
+        files = [path]
+    else:
+        entries = sorted(p for p in path.iterdir() if is_image_name(p.name))
+        files = [p for p in entries if p.is_file()]
+        rejected = {
+            p.name: "skipped: a broken symbolic link (target missing, or a loop)"
+            for p in entries
+            if p.is_symlink() and not p.exists()
+        }
+        if not files:
+            raise ValueError(f"-i {path}: no {'/'.join(IMAGE_SUFFIXES)} files")
     if in_channels == 1:
-        return [(strip_suffix(p.name), [str(p)]) for p in files], []
+        return [(strip_suffix(p.name), [str(p)]) for p in files], rejected
     groups: dict[str, dict[int, str]] = {}
-    rejected = []
     for p in files:
         match = _CHANNEL.match(strip_suffix(p.name))
         if match is None:
-            rejected.append(str(p))
+            rejected[p.name] = f"skipped: not named <case>_<4-digit channel> ({in_channels} channels expected)"
             continue
         groups.setdefault(match["case"], {})[int(match["ch"])] = str(p)
     cases = []
     for case, chans in sorted(groups.items()):
         if sorted(chans) != list(range(in_channels)):
-            rejected += list(chans.values())
+            have = ", ".join(f"{c:04d}" for c in sorted(chans))
+            for f in chans.values():
+                rejected[Path(f).name] = (
+                    f"skipped: case {case} has channels {have}, the model needs 0000..{in_channels - 1:04d}"
+                )
             continue
         cases.append((case, [chans[c] for c in range(in_channels)]))
     return cases, rejected

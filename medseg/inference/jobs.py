@@ -57,7 +57,7 @@ def prepare_job(
         planned.append((case, files, target))
     _check_collisions(planned)
     check_writable(out_dir, "-o")
-    return PredictJob(runs, out_dir, planned, {f: "skipped: cannot group into channels" for f in rejected})
+    return PredictJob(runs, out_dir, planned, rejected)
 
 
 def _check_collisions(planned: list[tuple[str, list[str], Path]]) -> None:

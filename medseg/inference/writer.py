@@ -8,7 +8,7 @@ from typing import Any
 import nibabel as nib
 import numpy as np
 
-from medseg.data.io import NIFTI_SUFFIXES, strip_suffix
+from medseg.data.io import is_nifti, strip_suffix
 from medseg.fileio import atomic_path
 
 
@@ -23,7 +23,7 @@ def write_like(data: np.ndarray, reference: str | Path, out_path: str | Path) ->
     if out_path.exists() and out_path.resolve() == reference.resolve():
         raise ValueError(f"{out_path}: refusing to overwrite the input image")
     with atomic_path(out_path, _suffix(out_path.name)) as tmp:
-        if out_path.name.endswith(NIFTI_SUFFIXES) and reference.name.endswith(NIFTI_SUFFIXES):
+        if is_nifti(out_path.name) and is_nifti(reference.name):
             _write_nifti(data, reference, tmp)
         else:
             _write_itk(data, reference, tmp)

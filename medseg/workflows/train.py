@@ -20,7 +20,7 @@ from medseg.training.callbacks import DataWaitMonitor, find_callback
 from medseg.training.loggers import check_loggers
 from medseg.training.safe_io import AtomicCheckpointIO, checkpoint_note, finished_epochs
 from medseg.training.transfer import init_from_checkpoint
-from medseg.validate import check_writable, validate_config
+from medseg.validate import check_resume, check_writable, validate_config
 
 log = logging.getLogger(__name__)
 
@@ -52,14 +52,20 @@ def _checkpoint_callback(trainer: L.Trainer) -> ModelCheckpoint:
     raise ValueError("callbacks.model_checkpoint is required (it selects the best checkpoint by val_dice)")
 
 
-def split_function(cfg: DictConfig, run: RunDir, dm: Any) -> Callable[[list[str]], dict[str, list[str]]]:
-    """Train/val split of a plain run, or fold ``cv.fold`` (train/val/test) of a seeded K-fold split."""
+def split_function(
+    cfg: DictConfig, run: RunDir, dm: Any, pending: list | None = None
+) -> Callable[[list[str]], dict[str, list[str]]]:
+    """Train/val split of a plain run, or fold ``cv.fold`` (train/val/test) of a seeded K-fold split; with
+    ``pending`` a new split file is not written yet but left there (written once the config is valid)."""
     cv: Any = cfg.get("cv") or {}
+    in_use = run.state is not None  # a model was (being) trained on this run's split
     if cv.get("fold") is None:
-        return lambda ids: load_or_create_split(run.splits, ids, dm.val_fraction, dm.seed)
+        return lambda ids: load_or_create_split(run.splits, ids, dm.val_fraction, dm.seed, in_use, pending)
 
     def fold_split(ids: list[str]) -> dict[str, list[str]]:
-        splits = load_or_create_cv_splits(run.splits, ids, cv.folds, cv.seed, dm.val_fraction, cv.get("splits_file"))
+        splits = load_or_create_cv_splits(
+            run.splits, ids, cv.folds, cv.seed, dm.val_fraction, cv.get("splits_file"), in_use, pending
+        )
         if not 0 <= cv.fold < len(splits["folds"]):
             raise ValueError(f"cv.fold={cv.fold} is outside the {len(splits['folds'])} folds of the split")
         return splits["folds"][cv.fold]
@@ -70,11 +76,15 @@ def split_function(cfg: DictConfig, run: RunDir, dm: Any) -> Callable[[list[str]
 def prepare(cfg: DictConfig, run: RunDir | Path) -> tuple[Any, dict[str, Any]]:
     """Build the data module, check the dataset and write the data-derived keys back into ``cfg``."""
     run = run if isinstance(run, RunDir) else RunDir(run)
+    check_resume(cfg, run)  # another dataset in a finished run dir: refused before its split is even read
     dm = build(cfg.data)
-    info = dm.prepare_dataset(split_function(cfg, run, dm))
+    pending: list = []  # files to write once the config is known to be valid (a failed command writes nothing)
+    info = dm.prepare_dataset(split_function(cfg, run, dm, pending))
     with open_dict(cfg):
         cfg.data.num_classes, cfg.data.in_channels, cfg.data.spacing = dm.num_classes, dm.in_channels, dm.spacing
     validate_config(cfg, dm, run)
+    for path, obj in pending:
+        run.write_json(path, obj)
     info["roi_size"] = dm.roi_size
     info["spatial_dims"] = dm.spatial_dims
     return dm, info

@@ -47,9 +47,12 @@ def test_split_needs_two_cases():
 def test_split_file_written_once_and_reused(tmp_path):
     path = tmp_path / "run" / "splits.json"
     first = load_or_create_split(path, IDS, 0.2, seed=1)
-    assert json.loads(path.read_text()) == first
-    again = load_or_create_split(path, IDS, 0.5, seed=99)  # other settings: the file still wins
-    assert again == first
+    assert json.loads(path.read_text()) == first and first["seed"] == 1 and first["val_fraction"] == 0.2
+    assert load_or_create_split(path, IDS, 0.2, seed=1) == first  # same settings: reused
+    with pytest.raises(DatasetError, match=r"drawn with seed=1 \(asked: 99\), val_fraction=0.2 \(asked: 0.5\)"):
+        load_or_create_split(path, IDS, 0.5, seed=99, in_use=True)  # a model was trained on it: refused
+    again = load_or_create_split(path, IDS, 0.5, seed=99)  # nothing trained on it yet: redrawn with the new ones
+    assert again != first and again["seed"] == 99 and json.loads(path.read_text()) == again
 
 
 def test_user_edited_split_wins(tmp_path):

@@ -70,7 +70,7 @@ def test_export_command(trained_runs: dict[str, Path], tmp_path: Path, capsys) -
     with pytest.raises(SystemExit) as err:
         main(["export", "-m", str(tmp_path), "--format", "torchscript"])  # not a run dir
     assert err.value.code == 1
-    assert "not a train run dir" in " ".join(capsys.readouterr().err.split())
+    assert "neither a train run" in " ".join(capsys.readouterr().err.split())
     with pytest.raises(SystemExit) as err:
         main(["export", "-m", str(trained_runs["2d"]), "--format", "tflite"])
     assert err.value.code == 2

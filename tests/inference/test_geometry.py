@@ -124,8 +124,8 @@ def test_mixed_formats_and_a_corrupt_file(
     assert _hashes(inp) == before
     assert sorted(p.name for p in out.iterdir()) == ["a.nii.gz", "b.nrrd", "c.mha", "predict_summary.json"]
     cases = json.loads((out / "predict_summary.json").read_text())["cases"]
-    assert cases["broken"].startswith("FAILED") and "broken.nii.gz" in cases["broken"], cases
-    assert all(cases[c].startswith("ok") for c in "abc"), cases
+    assert cases["broken.nii.gz"].startswith("FAILED") and "broken.nii.gz" in cases["broken.nii.gz"], cases
+    assert all(cases[c].startswith("ok") for c in ("a.nii.gz", "b.nrrd", "c.mha")), cases
     reference = read_volume(out / "a.nii.gz")
     for name in ("b.nrrd", "c.mha"):
         import SimpleITK as sitk
@@ -186,4 +186,4 @@ def test_outputs_are_written_atomically(
     leftovers = sorted(p.name for p in out.iterdir())
     assert leftovers == ["predict_summary.json"], leftovers  # no partial output, no temporary file
     cases = json.loads((out / "predict_summary.json").read_text())["cases"]
-    assert "No space left on device" in cases["case"]
+    assert "No space left on device" in cases["case.nii.gz"]

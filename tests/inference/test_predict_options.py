@@ -75,7 +75,7 @@ def test_existing_outputs_are_skipped_unless_overwrite(trained_runs: dict[str, P
     target.write_bytes(b"stale")
     assert run_predict(argv) == 0
     assert target.read_bytes() == b"stale"
-    assert "exists" in json.loads((out / "predict_summary.json").read_text())["cases"]["case"]
+    assert "exists" in json.loads((out / "predict_summary.json").read_text())["cases"]["case.nii.gz"]
     assert run_predict([*argv, "--overwrite"]) == 0
     assert _labels(target).shape == nib.load(one_case / "case.nii.gz").shape
 

@@ -198,3 +198,84 @@ def test_check_case_accepts_anything_a_reader_returns(image, label, same_geometr
     assert all(p.path in (f"{tmp}/img", f"{tmp}/lab") and p.message for p in problems)
     if np.dtype(image[2].dtype).kind not in "iuf":
         assert any("unsupported dtype" in p.message for p in errors)
+
+
+# ------------------------------------------------------------------------------- header guard and label values
+NIFTI_CODES = [2, 4, 8, 16, 32, 64, 128, 256, 512, 768, 1024, 1280, 1792, 2304]  # incl. complex, RGB, float128
+
+
+@FUZZ
+@given(
+    dims=st.lists(st.one_of(st.integers(0, 8), st.integers(2**14, 2**15 - 1)), min_size=1, max_size=7),
+    code=st.sampled_from(NIFTI_CODES),
+    offset=st.sampled_from([0, 348, 352, 1000, 2**31 - 1]),
+    payload=st.integers(0, 4096),
+    gz=st.booleans(),
+    zooms=st.lists(floats, min_size=7, max_size=7),
+)
+def test_header_guard_never_allocates_what_the_file_cannot_hold(dims, code, offset, payload, gz, zooms):
+    """Any header: ``inspect_image`` returns what the file can really hold and the budget allows, or an
+    ``ImageError`` naming the file — never another exception, never a read of the declared size."""
+    from medseg.data.io import MAX_EXPANSION, ImageError, inspect_image
+
+    header = nib.Nifti1Header()
+    raw = header.binaryblock
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        try:
+            header.set_data_dtype(code)
+            header.set_data_shape(dims)
+            header.set_zooms([abs(z) if np.isfinite(z) else 1.0 for z in zooms[: len(dims)]])
+            header["vox_offset"] = offset
+            raw = header.binaryblock
+        except Exception:  # noqa: BLE001 - nibabel refuses some combinations itself: fuzz the raw block then
+            raw = raw[:40] + np.asarray([len(dims), *dims, *[1] * (7 - len(dims))], "<i2").tobytes() + raw[56:]
+    data = raw + b"\0" * 4 + np.random.default_rng(payload).bytes(payload)
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / ("f.nii.gz" if gz else "f.nii")
+        path.write_bytes(gzip.compress(data) if gz else data)
+        try:
+            info = inspect_image(path, budget=2**30)
+        except ImageError as err:
+            assert str(path) in str(err)
+            return
+        held = path.stat().st_size
+        assert info.declared_bytes <= held * (MAX_EXPANSION if gz else 1)
+        assert info.voxels * 4 * 3 <= 2**30
+
+
+@FUZZ
+@given(
+    found=st.sets(st.integers(0, 70000), min_size=1, max_size=12),
+    declared=st.dictionaries(st.integers(0, 70000), st.text(min_size=1, max_size=5), max_size=8),
+)
+def test_label_values_map_to_classes_or_are_refused_with_the_values(found, declared):
+    from medseg.data.discovery import DatasetError
+    from medseg.data.labels import MAX_CLASSES, class_values
+
+    try:
+        values = class_values(declared, found)
+    except DatasetError as err:
+        text = str(err)
+        assert ("not 0.." in text and "declare them" in text) or f"more than {MAX_CLASSES}" in text
+        return
+    assert values[0] == 0 and values == sorted(set(values)) and len(values) <= MAX_CLASSES
+    if declared:
+        assert set(values) == {0, *declared}
+    else:
+        assert values == list(range(len(values))) and set(found) <= set(values)
+
+
+@FUZZ
+@given(values=st.sets(st.integers(1, 2000), min_size=1, max_size=6))
+def test_remapped_labels_come_back_as_the_files_values(values):
+    """Training maps declared values to 0..N−1 (MONAI's MapLabelValued); predictions map them back exactly."""
+    from monai.transforms import MapLabelValued
+
+    ordered = [0, *sorted(values)]
+    rng = np.random.default_rng(len(ordered))
+    label = rng.choice(ordered, size=(4, 5, 6)).astype(np.int32)
+    mapped = MapLabelValued("label", ordered, list(range(len(ordered))))({"label": label[None]})["label"][0]
+    assert set(np.unique(np.asarray(mapped)).tolist()) <= set(range(len(ordered)))
+    lut = np.asarray(ordered, dtype=np.int32)
+    assert np.array_equal(lut[np.asarray(mapped).astype(np.int64)], label)

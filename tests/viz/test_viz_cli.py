@@ -113,8 +113,8 @@ def test_predict_preview_one_png_per_case(tiny_run, tmp_path):
     assert pngs == ["case_000_preview.png", "case_004_preview.png"]
     assert png_size(out / "case_000_preview.png")[1] > png_size(out / "case_004_preview.png")[1]  # + label row
     cases = json.loads((out / "predict_summary.json").read_text())["cases"]
-    assert cases["case_000"].endswith("preview written")
-    assert cases["case_004"].endswith("preview written (no label found)")
+    assert cases["case_000.nii.gz"].endswith("preview written")
+    assert cases["case_004.nii.gz"].endswith("preview written (no label found)")
 
     # skip-existing applies to the previews: kept unless missing; --overwrite redoes them
     before = {p: (out / p).stat().st_mtime_ns for p in pngs}
@@ -123,8 +123,8 @@ def test_predict_preview_one_png_per_case(tiny_run, tmp_path):
     assert (out / "case_000_preview.png").stat().st_mtime_ns == before["case_000_preview.png"]
     assert png_size(out / "case_004_preview.png")[0] == 1200
     cases = json.loads((out / "predict_summary.json").read_text())["cases"]
-    assert cases["case_000"] == "exists (skipped; --overwrite to redo)"
-    assert cases["case_004"] == "exists (skipped; --overwrite to redo); preview written"
+    assert cases["case_000.nii.gz"] == "exists (skipped; --overwrite to redo)"
+    assert cases["case_004.nii.gz"] == "exists (skipped; --overwrite to redo); preview written"
     os.utime(out / "case_000_preview.png", ns=(0, 0))
     assert run_predict(["-m", str(run), "-i", str(inputs), "-o", str(out), "--preview", "--overwrite"]) == 0
     assert (out / "case_000_preview.png").stat().st_mtime_ns > 0
