@@ -519,3 +519,113 @@ def test_a_failed_command_writes_no_split(tiny_dataset, tmp_path, capsys):
     assert code == 1
     assert "data.spacing=[0.001, 0.001, 0.001] resamples case" in one_line(err) and "memory budget" in err
     assert not (run / "splits.json").exists() and not (run / "config.yaml").exists()
+
+
+# ------------------------------------------------------------------------------------------------ bad datasets
+def _msd(root: Path, cases: dict[str, tuple[list[np.ndarray], np.ndarray]], labels: dict | None = None) -> Path:
+    (root / "imagesTr").mkdir(parents=True)
+    (root / "labelsTr").mkdir()
+    training = []
+    for cid, (images, label) in cases.items():
+        names = [f"./imagesTr/{cid}_{c}.nii.gz" for c in range(len(images))]
+        for name, image in zip(names, images, strict=True):
+            save(root / name, image)
+        save(root / "labelsTr" / f"{cid}.nii.gz", label)
+        training.append({"image": names if len(names) > 1 else names[0], "label": f"./labelsTr/{cid}.nii.gz"})
+    meta = {"modality": {"0": "MRI"}, "training": training}
+    if labels is not None:
+        meta["labels"] = labels
+    (root / "dataset.json").write_text(json.dumps(meta))
+    return root
+
+
+def _mask(value: int = 1, seed: int = 0) -> np.ndarray:
+    return ((phantom(seed=seed) > 50) * value).astype(np.uint8)
+
+
+def _check_data(root: Path, capsys) -> tuple[int, dict]:
+    code, out, err = medseg(["check-data", f"data.root={root}", "--json"], capsys)
+    assert "Traceback" not in err
+    return code, json.loads(out)
+
+
+def test_255_masks_without_declared_labels_are_refused_with_the_values_and_the_fix(tmp_path, capsys):
+    root = _msd(tmp_path / "d", {f"c{i}": ([phantom(seed=i)], _mask(255, i)) for i in range(3)})
+    code, report = _check_data(root, capsys)
+    assert code == 1
+    messages = [p["message"] for p in report["problems"]]
+    assert any("label values {0, 255} found in the label files are not 0..1: declare them" in m for m in messages)
+
+
+def test_255_masks_declared_in_dataset_json_are_accepted_and_remapped(tmp_path, capsys):
+    from medseg.data.datamodule import SegDataModule
+
+    root = _msd(tmp_path / "d", {f"c{i}": ([phantom(seed=i)], _mask(255, i)) for i in range(4)},
+                labels={"0": "background", "255": "organ"})  # fmt: skip
+    code, _ = _check_data(root, capsys)
+    assert code == 0
+    dm = SegDataModule(str(root), spacing=[2.0, 2.0, 2.0], patch_size=[16, 16, 16], num_workers=0, cache="none")
+    info = dm.prepare_dataset(lambda ids: {"train": ids[:3], "val": ids[3:]})
+    assert info["num_classes"] == 2 and info["label_values"] == [0, 255]
+    dm.setup("validate")
+    label = dm.val_ds[0]["label"]
+    assert set(np.unique(np.asarray(label)).tolist()) == {0, 1}  # the network sees classes 0..1
+
+
+def test_a_label_typo_in_dataset_json_is_named_with_the_values_found(tmp_path, capsys):
+    cases = {f"c{i}": ([phantom(seed=i)], (_mask(1, i) + _mask(1, i + 5)).astype(np.uint8)) for i in range(3)}
+    root = _msd(tmp_path / "d", cases, labels={"0": "background", "1": "liver", "1000": "tumour"})
+    code, report = _check_data(root, capsys)
+    assert code == 1
+    assert any("label values [2] not declared in dataset.json labels [0, 1, 1000]" in p["message"]
+               for p in report["problems"])  # fmt: skip
+
+
+def test_different_channel_counts_and_empty_images_are_reported(tmp_path, capsys):
+    cases = {
+        "c0": ([phantom(), phantom(seed=1)], _mask()),
+        "c1": ([phantom(seed=2), phantom(seed=3)], _mask(seed=2)),
+        "c2": ([phantom(seed=4)], _mask(seed=4)),
+        "c3": ([np.zeros((20, 20, 20), np.float32), phantom(seed=5)], _mask(seed=5)),
+    }
+    code, report = _check_data(_msd(tmp_path / "d", cases), capsys)
+    assert code == 1
+    by_case = {p["case"]: p["message"] for p in report["problems"]}
+    assert "1 image channel(s), most cases have 2" in by_case["c2_0"]
+    assert "every voxel is 0 (an empty image)" in by_case["c3_0"]
+
+
+def test_a_dataset_of_symlinks_is_legitimate_and_an_escaping_path_is_not(tmp_path, capsys):
+    real = _msd(tmp_path / "real", {f"c{i}": ([phantom(seed=i)], _mask(1, i)) for i in range(3)})
+    linked = tmp_path / "linked"
+    (linked / "imagesTr").mkdir(parents=True)
+    (linked / "labelsTr").mkdir()
+    for sub in ("imagesTr", "labelsTr"):
+        for f in (real / sub).iterdir():
+            (linked / sub / f.name).symlink_to(f)
+    shutil.copy(real / "dataset.json", linked / "dataset.json")
+    code, report = _check_data(linked, capsys)
+    assert code == 0, report["problems"]
+    meta = json.loads((linked / "dataset.json").read_text())
+    meta["training"].append({"image": "../../../../etc/passwd", "label": "./labelsTr/c0.nii.gz"})
+    (linked / "dataset.json").write_text(json.dumps(meta))
+    code, report = _check_data(linked, capsys)
+    assert code == 1 and any("escapes the dataset root" in p["message"] for p in report["problems"])
+
+
+def test_broken_links_and_loops_in_a_dataset_keep_the_report(tmp_path, capsys):
+    root = tmp_path / "d"
+    (root / "images").mkdir(parents=True)
+    (root / "labels").mkdir()
+    for i in range(3):
+        save(root / "images" / f"c{i}.nii.gz", phantom(seed=i))
+        save(root / "labels" / f"c{i}.nii.gz", _mask(1, i))
+    (root / "images" / "gone.nii.gz").symlink_to(tmp_path / "nowhere.nii.gz")
+    (root / "images" / "loop.nii.gz").symlink_to(root / "images" / "loop.nii.gz")
+    code, report = _check_data(root, capsys)
+    assert code == 1
+    broken = {Path(p["path"]).name for p in report["problems"] if "broken symbolic link" in p["message"]}
+    assert broken == {"gone.nii.gz", "loop.nii.gz"}
+    assert report["ok_cases"] == 3  # the rest of the report is there
+    code, out, err = medseg(["check-data", f"data.root={root}"], capsys)  # the table too
+    assert code == 1 and "Traceback" not in err and "loop.nii.gz" in out
