@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import functools
 import logging
+import multiprocessing
 import os
+import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -55,6 +57,16 @@ def generate_dataset(generate: str | None, root: Path) -> None:
         make_stage_dataset(root, generate.split(":", 1)[1])
     elif generate:
         raise ValueError(f"data.generate must be 'demo', 'turbolift:<stage>' or null, got {generate!r}")
+
+
+def worker_context() -> Any:
+    """The multiprocessing context of the loader workers: the default one, unless this process runs under a
+    launcher whose own start method torch cannot use (joblib's ``loky`` in ``hydra/launcher=joblib`` jobs: torch
+    fails with ``'Process' object has no attribute 'env'``); then ``fork`` on Linux, ``spawn`` elsewhere."""
+    method = multiprocessing.get_start_method(allow_none=True)
+    if method in (None, "fork", "spawn", "forkserver"):
+        return None
+    return multiprocessing.get_context("fork" if sys.platform.startswith("linux") else "spawn")
 
 
 class SegDataModule(L.LightningDataModule):
@@ -285,6 +297,7 @@ class SegDataModule(L.LightningDataModule):
             prefetch_factor=self.prefetch_factor if workers > 0 else None,
             pin_memory=self._pin_memory(),
             drop_last=False,
+            multiprocessing_context=worker_context() if workers > 0 else None,
         )
 
     def val_dataloader(self) -> DataLoader:

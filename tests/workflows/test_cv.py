@@ -132,3 +132,51 @@ def test_ddp_two_cpu_processes(tmp_path, msd_dataset_factory):
     metrics = json.loads((run / "metrics.json").read_text())
     assert metrics["epochs"] == 2
     assert "distributed_backend=gloo" in proc.stdout + proc.stderr or "gloo" in (proc.stdout + proc.stderr).lower()
+
+
+# ------------------------------------------------------------------------------------------- launcher presets
+@pytest.mark.parametrize(
+    ("name", "plugin"),
+    [
+        ("joblib", "hydra_plugins.hydra_joblib_launcher.config:JobLibLauncherConf"),
+        ("submitit_slurm", "hydra_plugins.hydra_submitit_launcher.config:SlurmQueueConf"),
+    ],
+)
+def test_launcher_presets_set_every_key_of_their_plugin(name, plugin, tmp_path):
+    """``hydra/launcher=joblib|submitit_slurm`` are medseg presets: the plugin's launcher class and all its keys."""
+    import dataclasses
+    import importlib
+
+    from hydra import compose, initialize_config_dir
+
+    from medseg.config import config_dir
+
+    module, cls = plugin.split(":")
+    schema = getattr(importlib.import_module(module), cls)
+    with initialize_config_dir(str(config_dir()), version_base="1.3"):
+        cfg = compose("train", [f"hydra/launcher={name}", f"hydra.sweep.dir={tmp_path}"], return_hydra_config=True)
+    launcher = cfg.hydra.launcher
+    expected = {f.name: f.default for f in dataclasses.fields(schema)}
+    assert set(launcher) == set(expected), set(launcher) ^ set(expected)
+    assert launcher._target_ == expected["_target_"]
+    target_module, target_cls = launcher._target_.rsplit(".", 1)
+    assert hasattr(importlib.import_module(target_module), target_cls)
+
+
+def _loader_in_a_loky_worker(_: int) -> list[list[int]]:
+    from torch.utils.data import DataLoader
+
+    from medseg.data.datamodule import worker_context
+
+    loader = DataLoader(list(range(6)), batch_size=2, num_workers=1, multiprocessing_context=worker_context())
+    return [b.tolist() for b in loader]
+
+
+def test_loader_workers_start_inside_joblib_jobs():
+    """hydra/launcher=joblib runs each job in a loky process, whose start method torch's workers cannot use
+    ("'Process' object has no attribute 'env'"): the data module picks a context that works there."""
+    from joblib import Parallel, delayed
+
+    # two jobs: with n_jobs=1 joblib runs the job in this very process, not in a loky worker
+    out = Parallel(n_jobs=2, prefer="processes")(delayed(_loader_in_a_loky_worker)(i) for i in range(2))
+    assert out == [[[0, 1], [2, 3], [4, 5]]] * 2
