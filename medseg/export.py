@@ -1,13 +1,16 @@
-"""``medseg export``: a trained run's network as TorchScript or ONNX, checked against PyTorch.
+"""``medseg export``: a trained run's network as a ``torch.export`` program (``pt2``), ONNX or TorchScript, checked
+against PyTorch.
 
-Only the network is exported (eval mode, logits out; deep-supervision heads are inactive in eval mode). The input is
-the training patch: ``(B, in_channels, *roi)`` for 3D runs, ``(B, in_channels, H, W)`` for 2D runs, with the batch
-dimension dynamic. Preprocessing (reorientation, resampling to ``spacing``, normalisation) and the sliding window are
-not part of the graph: ``preprocessing.json`` of the run lists them and is copied into the report.
+``pt2`` and ONNX come from ``torch.export`` (ONNX through the dynamo exporter); TorchScript (``torch.jit.trace``,
+deprecated by PyTorch) stays for consumers that need it. Only the network is exported (eval mode, logits out;
+deep-supervision heads are inactive in eval mode). The input is the training patch: ``(B, in_channels, *roi)`` for
+3D runs, ``(B, in_channels, H, W)`` for 2D runs, with the batch dimension dynamic. Preprocessing (reorientation,
+resampling to ``spacing``, normalisation) and the sliding window are not part of the graph: ``preprocessing.json``
+of the run lists them and is copied into the report.
 
-The parity check runs the exported file (``torch.jit.load`` / ONNX Runtime on the CPU) and the PyTorch network on a
-fresh random input of the patch size (batch 2) and compares the logits: max |Δ| ≤ 1e-4 in float32. The report is
-printed and written as JSON beside the export (``<file>.json``).
+The parity check runs the exported file (``torch.export.load`` / ONNX Runtime / ``torch.jit.load`` on the CPU) and
+the PyTorch network on a fresh random input of the patch size (batch 3, the export saw batch 2) and compares the
+logits: max |Δ| ≤ 1e-4 in float32. The report is printed and written as JSON beside the export (``<file>.json``).
 """
 
 from __future__ import annotations
@@ -24,7 +27,7 @@ import torch
 from medseg.fileio import atomic_path, atomic_write_json
 
 TOLERANCE = 1e-4
-FORMATS = {"torchscript": ".pt", "onnx": ".onnx"}
+FORMATS = {"pt2": ".pt2", "onnx": ".onnx", "torchscript": ".pt"}
 ONNX_HINT = "ONNX export needs the optional packages onnx, onnxruntime and onnxscript: pip install 'medseg[export]'"
 
 
@@ -44,11 +47,36 @@ def _atomic(out: Path, write: Callable[[str], None]) -> None:
         write(str(tmp))
 
 
-def _torchscript(net: torch.nn.Module, example: torch.Tensor, out: Path) -> Callable[[torch.Tensor], torch.Tensor]:
+def _batch_dim() -> Any:
+    return torch.export.Dim("batch", min=1, max=1024)
+
+
+def _pt2(net: torch.nn.Module, example: torch.Tensor, out: Path) -> Callable[[torch.Tensor], torch.Tensor]:
+    """``torch.export``: an ExportedProgram with a dynamic batch, loadable without medseg (``torch.export.load``)."""
     with torch.no_grad():
+        program = torch.export.export(net, (example,), dynamic_shapes=({0: _batch_dim()},))
+    with warnings.catch_warnings():  # "No complete tensor found in the group": channels-last weights; parity checks
+        warnings.filterwarnings("ignore", message=".*complete tensor.*")
+        _atomic(out, lambda tmp: torch.export.save(program, tmp))
+        loaded = torch.export.load(str(out)).module()
+
+    def run(x: torch.Tensor) -> torch.Tensor:
+        with torch.no_grad():
+            return loaded(x)
+
+    return run
+
+
+def _torchscript(net: torch.nn.Module, example: torch.Tensor, out: Path) -> Callable[[torch.Tensor], torch.Tensor]:
+    """TorchScript for consumers that need it (C++ ``torch::jit::load``). PyTorch deprecates ``torch.jit`` in favour
+    of ``torch.export`` (``--format pt2``); its warnings are silenced here because the parity check below is what
+    tells whether the trace is right (shape-dependent branches are fixed to the patch size, the documented input)."""
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("ignore", category=DeprecationWarning)
+        warnings.simplefilter("ignore", category=torch.jit.TracerWarning)
         traced = torch.jit.trace(net, example, check_trace=False)
-    _atomic(out, lambda tmp: torch.jit.save(traced, tmp))
-    loaded = torch.jit.load(str(out), map_location="cpu").eval()
+        _atomic(out, lambda tmp: torch.jit.save(traced, tmp))
+        loaded = torch.jit.load(str(out), map_location="cpu").eval()
 
     def run(x: torch.Tensor) -> torch.Tensor:
         with torch.no_grad():
@@ -70,7 +98,7 @@ def _onnx(net: torch.nn.Module, example: torch.Tensor, out: Path, opset: int | N
     _require_onnx()
     import onnxruntime as ort
 
-    batch = torch.export.Dim("batch", min=1, max=1024)
+    batch = _batch_dim()
 
     def write(tmp: str) -> None:
         logging.getLogger("torch.onnx").setLevel(logging.ERROR)  # "torchvision is not installed" notes
@@ -120,9 +148,10 @@ def export_run(
     path = Path(out).expanduser() if out else run_dir / f"model{FORMATS[fmt]}"
     path.parent.mkdir(parents=True, exist_ok=True)
     net = load_module(run_dir, checkpoint, trust).net.float().eval()
-    example = _example_input(prep, batch=1, seed=0)
-    run = _torchscript(net, example, path) if fmt == "torchscript" else _onnx(net, example, path, opset)
-    check = _example_input(prep, batch=2, seed=1)  # fresh values and another batch size than the trace
+    example = _example_input(prep, batch=2, seed=0)  # batch 2: torch.export specialises a batch of 1 to a constant
+    writers = {"pt2": _pt2, "torchscript": _torchscript}
+    run = writers[fmt](net, example, path) if fmt in writers else _onnx(net, example, path, opset)
+    check = _example_input(prep, batch=3, seed=1)  # fresh values and another batch size than the export
     with torch.no_grad():
         expected = net(check)
     assert isinstance(expected, torch.Tensor), "the network must return one tensor in eval mode"

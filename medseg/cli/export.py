@@ -8,18 +8,23 @@ from rich.markup import escape
 
 from medseg.cli._output import describe, fail, out
 
-SUMMARY = "ONNX / TorchScript export + parity check"
-USAGE = "medseg export -m RUN_DIR --format onnx|torchscript [-o FILE]"
+SUMMARY = "torch.export / ONNX / TorchScript export + parity check"
+USAGE = "medseg export -m RUN_DIR --format pt2|onnx|torchscript [-o FILE]"
 
 
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="medseg export", description="Export a trained network with a parity check.")
     p.add_argument("-m", "--model", required=True, metavar="RUN_DIR", help="train run dir (or one fold_<k> of a CV)")
-    p.add_argument("--format", required=True, choices=["onnx", "torchscript"], help="torchscript (.pt) or onnx (.onnx)")
-    p.add_argument("-o", "--output", default=None, metavar="FILE", help="default: RUN_DIR/model.pt or model.onnx")
+    p.add_argument(
+        "--format",
+        required=True,
+        choices=["pt2", "onnx", "torchscript"],
+        help="pt2 (torch.export, .pt2), onnx (.onnx) or torchscript (.pt; torch.jit is deprecated by PyTorch)",
+    )
+    p.add_argument("-o", "--output", default=None, metavar="FILE", help="default: RUN_DIR/model.pt2, .onnx or .pt")
     p.add_argument("--checkpoint", choices=["best", "last"], default="best")
     p.add_argument("--opset", type=int, default=None, help="ONNX opset (default: the exporter's)")
-    p.add_argument("--trust", action="store_true", help="allow config targets outside medseg/monai/torch/lightning")
+    p.add_argument("--trust", action="store_true", help="build config targets outside the allowlist (your own runs)")
     return p
 
 

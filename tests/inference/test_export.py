@@ -1,4 +1,5 @@
-"""``medseg export``: TorchScript always, ONNX when onnxruntime is installed; parity with PyTorch ≤ 1e-4 (fp32)."""
+"""``medseg export``: torch.export (pt2) and TorchScript always, ONNX when onnxruntime is installed; parity with PyTorch
+≤ 1e-4 (fp32); no deprecation or tracer warnings reach the user."""
 
 from __future__ import annotations
 
@@ -26,6 +27,33 @@ def test_torchscript_export_matches_pytorch(trained_runs: dict[str, Path], tmp_p
     assert report["input_shape"] == ["batch", 1, *patch] and report["output_shape"] == ["batch", 3, *patch]
     loaded = torch.jit.load(str(out))
     assert loaded(torch.zeros(3, 1, *patch)).shape == (3, 3, *patch)  # any batch size
+
+
+@pytest.mark.parametrize("dims", ["3d", "2d"])
+def test_torch_export_program_matches_pytorch_for_any_batch(trained_runs, tmp_path, dims) -> None:
+    import warnings
+
+    out = tmp_path / "net.pt2"
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        report = export_run(trained_runs[dims], "pt2", out)
+    assert report["parity"]["passed"] and report["format"] == "pt2"
+    shown = [str(w.message)[:80] for w in caught if issubclass(w.category, (DeprecationWarning, UserWarning))]
+    assert not [m for m in shown if "jit" in m or "complete tensor" in m or "trace" in m.lower()], shown
+    patch = [16, 16, 16] if dims == "3d" else [32, 32]
+    module = torch.export.load(str(out)).module()
+    for batch in (1, 5):
+        assert module(torch.zeros(batch, 1, *patch)).shape == (batch, 3, *patch)
+
+
+def test_torchscript_export_shows_no_deprecation_or_tracer_warnings(trained_runs, tmp_path) -> None:
+    import warnings
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        export_run(trained_runs["3d"], "torchscript", tmp_path / "net.pt")
+    noisy = [w for w in caught if issubclass(w.category, (DeprecationWarning, torch.jit.TracerWarning))]
+    assert not noisy, [str(w.message)[:100] for w in noisy]
 
 
 def test_onnx_export_matches_pytorch(trained_runs: dict[str, Path], tmp_path: Path) -> None:
