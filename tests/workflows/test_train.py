@@ -131,6 +131,10 @@ def test_cli_train_one_epoch(e2e_dataset, tmp_path):
     assert (run / "config.yaml").is_file()
     assert list(elsewhere.iterdir()) == []  # nothing written into the working directory
     assert "waiting for data" in proc.stdout  # the one-screen summary shows the data-wait fraction
+    # one line per message: Lightning's own handler removed (it printed every line twice), no advertising tips
+    lines = [line for line in (proc.stdout + proc.stderr).splitlines() if "GPU available" in line]
+    assert len(lines) == 1, lines
+    assert "litlogger" not in (proc.stdout + proc.stderr).lower()
 
 
 def test_cli_train_broken_dataset_fails_naming_the_case(e2e_dataset, tmp_path):
