@@ -25,7 +25,7 @@ def test_errors_read_as_file_and_reason_not_errno():
     assert describe(FileNotFoundError(2, "No such file or directory", "/data/x.nii.gz")) == (
         "/data/x.nii.gz: No such file or directory"
     )
-    assert describe(FileExistsError(17, "File exists", "a", "b")) == "a: File exists (and b)"
+    assert describe(FileExistsError(17, "File exists", "a", None, "b")) == "a: File exists (and b)"
     assert describe(ValueError("plain message")) == "plain message"
 
 
@@ -56,7 +56,7 @@ def test_saved_configs_hold_absolute_expanded_paths(tmp_path, monkeypatch):
 
     monkeypatch.delenv("MEDSEG_CACHE", raising=False)
     monkeypatch.chdir(tmp_path)
-    cfg = compose_config("train", ["data=nifti", "data.root=rel/data", "init_from=~/ckpt/best.ckpt"])
+    cfg = compose_config("train", ["data=nifti", "data.root=rel/data", "init_from='~/ckpt/best.ckpt'"])
     absolute_paths(cfg)
     assert cfg.data.root == str(tmp_path / "rel" / "data")
     assert cfg.init_from.startswith("/") and "~" not in cfg.init_from
