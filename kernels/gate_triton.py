@@ -22,17 +22,7 @@ import torch
 import triton
 import triton.language as tl
 
-
-@triton.jit
-def _tile(base, rows, cols, ld, rmask, cmask):
-    """(rows, cols) tile of a row-major matrix with leading dimension ``ld``; zeros outside the masks."""
-    return tl.load(base + rows[:, None] * ld + cols[None, :], mask=rmask[:, None] & cmask[None, :], other=0.0)
-
-
-@triton.jit
-def _put(base, rows, cols, ld, rmask, cmask, value):
-    mask = rmask[:, None] & cmask[None, :]
-    tl.store(base + rows[:, None] * ld + cols[None, :], value.to(base.dtype.element_ty), mask=mask)
+from medseg_kernels.triton_common import load_tile, store_tile
 
 
 @triton.jit
@@ -69,18 +59,18 @@ def _pre_activation(
     """x tile (CX_P, BLOCK_V), z = W_x x + up(φ) (F_P, BLOCK_V) fp32 and (for SAME) the g tile."""
     offs_c, offs_g, offs_f = tl.arange(0, CX_P), tl.arange(0, CG_P), tl.arange(0, F_P)
     c_ok, g_ok, f_ok = offs_c < CX, offs_g < CG, offs_f < F
-    x = _tile(X + b * CX * N, offs_c, offs_v, N, c_ok, v_ok)
-    z = tl.dot(_tile(WX, offs_f, offs_c, CX, f_ok, c_ok), x.to(tl.float32), input_precision=PREC)
+    x = load_tile(X + b * CX * N, offs_c, offs_v, N, c_ok, v_ok)
+    z = tl.dot(load_tile(WX, offs_f, offs_c, CX, f_ok, c_ok), x.to(tl.float32), input_precision=PREC)
     if SAME:
-        g = _tile(G + b * CG * N, offs_g, offs_v, N, g_ok, v_ok)
-        z += tl.dot(_tile(WG, offs_f, offs_g, CG, f_ok, g_ok), g.to(tl.float32), input_precision=PREC)
+        g = load_tile(G + b * CG * N, offs_g, offs_v, N, g_ok, v_ok)
+        z += tl.dot(load_tile(WG, offs_f, offs_g, CG, f_ok, g_ok), g.to(tl.float32), input_precision=PREC)
         z += tl.load(Bv + offs_f, mask=f_ok, other=0.0)[:, None]
     else:
         g = x  # unused
         ng = Dg * Hg * Wg
         for c in tl.static_range(CORNERS):
             idx, wt = _corners(offs_v, H, W, Dg, Hg, Wg, sd, sh, sw, c)
-            z += wt[None, :] * _tile(PHI + b * F * ng, offs_f, idx, ng, f_ok, v_ok)
+            z += wt[None, :] * load_tile(PHI + b * F * ng, offs_f, idx, ng, f_ok, v_ok)
     return x, g, z
 
 
@@ -101,7 +91,7 @@ def _gate_fwd_kernel(
     psi = tl.load(PSI + offs_f, mask=offs_f < F, other=0.0)
     alpha = tl.sigmoid(tl.sum(psi[:, None] * tl.maximum(z, 0.0), 0) + tl.load(BPSI))
     offs_c = tl.arange(0, CX_P)
-    _put(OUT + b * CX * N, offs_c, offs_v, N, offs_c < CX, v_ok, x.to(tl.float32) * alpha[None, :])
+    store_tile(OUT + b * CX * N, offs_c, offs_v, N, offs_c < CX, v_ok, x.to(tl.float32) * alpha[None, :])
 
 
 @triton.jit
@@ -114,8 +104,8 @@ def _gate_bwd_kernel(
     pid, n_prog = tl.program_id(0), tl.num_programs(0)
     offs_c, offs_g, offs_f = tl.arange(0, CX_P), tl.arange(0, CG_P), tl.arange(0, F_P)
     c_ok, g_ok, f_ok = offs_c < CX, offs_g < CG, offs_f < F
-    wx = _tile(WX, offs_f, offs_c, CX, f_ok, c_ok)  # (F_P, CX_P) fp32
-    wg = _tile(WG, offs_f, offs_g, CG, f_ok, g_ok)  # (F_P, CG_P) fp32; only used when SAME
+    wx = load_tile(WX, offs_f, offs_c, CX, f_ok, c_ok)  # (F_P, CX_P) fp32
+    wg = load_tile(WG, offs_f, offs_g, CG, f_ok, g_ok)  # (F_P, CG_P) fp32; only used when SAME
     psi = tl.load(PSI + offs_f, mask=f_ok, other=0.0)
     b_psi = tl.load(BPSI)
     acc_wx = tl.zeros([F_P, CX_P], tl.float32)
@@ -134,7 +124,7 @@ def _gate_bwd_kernel(
         r = tl.maximum(z, 0.0)
         s = tl.sum(psi[:, None] * r, 0) + b_psi
         alpha = tl.sigmoid(s)
-        do = _tile(DOUT + b * CX * N, offs_c, offs_v, N, c_ok, v_ok)
+        do = load_tile(DOUT + b * CX * N, offs_c, offs_v, N, c_ok, v_ok)
         ds = tl.sum(do.to(tl.float32) * x.to(tl.float32), 0) * alpha * tl.sigmoid(-s)  # 1 − α without cancellation
         ds = tl.where(v_ok, ds, 0.0)
         acc_bpsi += ds
@@ -142,10 +132,10 @@ def _gate_bwd_kernel(
         dz = tl.where(z > 0.0, psi[:, None] * ds[None, :], 0.0)  # (F_P, BLOCK_V)
         acc_b += tl.sum(dz, 1)
         dx = do.to(tl.float32) * alpha[None, :] + tl.dot(tl.trans(wx), dz, input_precision=PREC)
-        _put(DX + b * CX * N, offs_c, offs_v, N, c_ok, v_ok, dx)
+        store_tile(DX + b * CX * N, offs_c, offs_v, N, c_ok, v_ok, dx)
         acc_wx += tl.dot(dz, tl.trans(x.to(tl.float32)), input_precision=PREC)
         if SAME:
-            _put(DG + b * CG * N, offs_g, offs_v, N, g_ok, v_ok, tl.dot(tl.trans(wg), dz, input_precision=PREC))
+            store_tile(DG + b * CG * N, offs_g, offs_v, N, g_ok, v_ok, tl.dot(tl.trans(wg), dz, input_precision=PREC))
             acc_wg += tl.dot(dz, tl.trans(g.to(tl.float32)), input_precision=PREC)
         else:
             ng = Dg * Hg * Wg
@@ -153,9 +143,9 @@ def _gate_bwd_kernel(
                 idx, wt = _corners(offs_v, H, W, Dg, Hg, Wg, sd, sh, sw, c)
                 ptr = DPHI + b * F * ng + offs_f[:, None] * ng + idx[None, :]
                 tl.atomic_add(ptr, dz * wt[None, :], mask=f_ok[:, None] & v_ok[None, :])
-    _put(DWX_P + pid * F * CX, offs_f, offs_c, CX, f_ok, c_ok, acc_wx)
+    store_tile(DWX_P + pid * F * CX, offs_f, offs_c, CX, f_ok, c_ok, acc_wx)
     if SAME:
-        _put(DWG_P + pid * F * CG, offs_f, offs_g, CG, f_ok, g_ok, acc_wg)
+        store_tile(DWG_P + pid * F * CG, offs_f, offs_g, CG, f_ok, g_ok, acc_wg)
     tl.store(DB_P + pid * F + offs_f, acc_b, mask=f_ok)
     tl.store(DPSI_P + pid * F + offs_f, acc_psi, mask=f_ok)
     tl.store(DBPSI_P + pid, tl.sum(acc_bpsi, 0))

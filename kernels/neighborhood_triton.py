@@ -21,21 +21,7 @@ import torch
 import triton
 import triton.language as tl
 
-LOG2E = 1.4426950408889634
-_LOG2E = tl.constexpr(LOG2E)  # globals read inside @triton.jit must be constexpr
-_LN2 = tl.constexpr(0.6931471805599453)
-
-
-@triton.jit
-def _rows(base, tok, ld, cols, rmask, cmask):
-    """Rows ``tok`` (token indices) of a (tokens, ld) matrix, columns ``cols``; zeros outside the masks."""
-    return tl.load(base + tok[:, None] * ld + cols[None, :], mask=rmask[:, None] & cmask[None, :], other=0.0)
-
-
-@triton.jit
-def _put(base, tok, ld, cols, rmask, cmask, value):
-    mask = rmask[:, None] & cmask[None, :]
-    tl.store(base + tok[:, None] * ld + cols[None, :], value.to(base.dtype.element_ty), mask=mask)
+from medseg_kernels.triton_common import LN2_C, LOG2E, LOG2E_C, load_tile, store_tile
 
 
 @triton.jit
@@ -114,15 +100,15 @@ def _fwd_kernel(
     std, sth, stw = _start(jd, ld, KD), _start(jh, lh, KH), _start(jw, lw, KW)
     offs_d, offs_v = tl.arange(0, D_P), tl.arange(0, DV_P)
     d_ok, v_ok = offs_d < D, offs_v < DV
-    q = _rows(Q + bh * N * D, q_tok, D, offs_d, q_ok, d_ok)
+    q = load_tile(Q + bh * N * D, q_tok, offs_d, D, q_ok, d_ok)
     lod, hid = _key_box(d0, ld, KD, TD)
     loh, hih = _key_box(h0, lh, KH, TH)
     low, hiw = _key_box(w0, lw, KW, TW)
     nh, nw = hih - loh, hiw - low
     if GRAD_Q:
-        lse2 = tl.load(LSE + bh * N + q_tok, mask=q_ok, other=0.0) * _LOG2E
+        lse2 = tl.load(LSE + bh * N + q_tok, mask=q_ok, other=0.0) * LOG2E_C
         delta = tl.load(DELTA + bh * N + q_tok, mask=q_ok, other=0.0)
-        do = _rows(DO + bh * N * DV, q_tok, DV, offs_v, q_ok, v_ok)
+        do = load_tile(DO + bh * N * DV, q_tok, offs_v, DV, q_ok, v_ok)
         acc = tl.zeros([TD * TH * TW, D_P], tl.float32)
     else:
         m_i = tl.full([TD * TH * TW], float("-inf"), tl.float32)
@@ -135,8 +121,8 @@ def _fwd_kernel(
         cd, ch, cw = lod + ed, loh + eh, low + ew
         k_tok = _token(cd, ch, cw, sd, sh, sw, SH, SW, RD, RH, RW)
         ok = _in_window(std, cd, KD) & _in_window(sth, ch, KH) & _in_window(stw, cw, KW) & e_ok[None, :]
-        k = _rows(K + bh * N * D, k_tok, D, offs_d, e_ok, d_ok)
-        v = _rows(V + bh * N * DV, k_tok, DV, offs_v, e_ok, v_ok)
+        k = load_tile(K + bh * N * D, k_tok, offs_d, D, e_ok, d_ok)
+        v = load_tile(V + bh * N * DV, k_tok, offs_v, DV, e_ok, v_ok)
         s = tl.dot(q, tl.trans(k), input_precision=PREC) * qk_scale  # (queries, keys), log2 units
         if GRAD_Q:
             p = tl.where(ok, tl.exp2(s - lse2[:, None]), 0.0)
@@ -152,11 +138,11 @@ def _fwd_kernel(
             acc = acc * corr[:, None] + tl.dot(p.to(v.dtype), v, input_precision=PREC)
             m_i = m_new
     if GRAD_Q:
-        _put(DQ + bh * N * D, q_tok, D, offs_d, q_ok, d_ok, acc * scale)
+        store_tile(DQ + bh * N * D, q_tok, offs_d, D, q_ok, d_ok, acc * scale)
     else:
         l_i = tl.where(l_i == 0.0, 1.0, l_i)
-        _put(Out + bh * N * DV, q_tok, DV, offs_v, q_ok, v_ok, acc / l_i[:, None])
-        tl.store(LSE + bh * N + q_tok, (m_i + tl.log2(l_i)) * _LN2, mask=q_ok)
+        store_tile(Out + bh * N * DV, q_tok, offs_v, DV, q_ok, v_ok, acc / l_i[:, None])
+        tl.store(LSE + bh * N + q_tok, (m_i + tl.log2(l_i)) * LN2_C, mask=q_ok)
 
 
 @triton.jit
@@ -175,8 +161,8 @@ def _bwd_dkdv_kernel(
     k_tok = _token(cd, ch, cw, sd, sh, sw, SH, SW, RD, RH, RW)
     offs_d, offs_v = tl.arange(0, D_P), tl.arange(0, DV_P)
     d_ok, v_ok = offs_d < D, offs_v < DV
-    k = _rows(K + bh * N * D, k_tok, D, offs_d, k_ok, d_ok)
-    v = _rows(V + bh * N * DV, k_tok, DV, offs_v, k_ok, v_ok)
+    k = load_tile(K + bh * N * D, k_tok, offs_d, D, k_ok, d_ok)
+    v = load_tile(V + bh * N * DV, k_tok, offs_v, DV, k_ok, v_ok)
     lod, hid = _query_box(d0, ld, KD, TD)
     loh, hih = _query_box(h0, lh, KH, TH)
     low, hiw = _query_box(w0, lw, KW, TW)
@@ -191,16 +177,16 @@ def _bwd_dkdv_kernel(
         q_tok = _token(jd, jh, jw, sd, sh, sw, SH, SW, RD, RH, RW)
         ok_t = _in_window(_start(jd, ld, KD), cd, KD) & _in_window(_start(jh, lh, KH), ch, KH)
         ok_t = tl.trans(ok_t & _in_window(_start(jw, lw, KW), cw, KW) & e_ok[:, None])  # (keys, queries)
-        q = _rows(Q + bh * N * D, q_tok, D, offs_d, e_ok, d_ok)
-        do = _rows(DO + bh * N * DV, q_tok, DV, offs_v, e_ok, v_ok)
-        lse2 = tl.load(LSE + bh * N + q_tok, mask=e_ok, other=0.0) * _LOG2E
+        q = load_tile(Q + bh * N * D, q_tok, offs_d, D, e_ok, d_ok)
+        do = load_tile(DO + bh * N * DV, q_tok, offs_v, DV, e_ok, v_ok)
+        lse2 = tl.load(LSE + bh * N + q_tok, mask=e_ok, other=0.0) * LOG2E_C
         delta = tl.load(DELTA + bh * N + q_tok, mask=e_ok, other=0.0)
         p_t = tl.where(ok_t, tl.exp2(tl.dot(k, tl.trans(q), input_precision=PREC) * qk_scale - lse2[None, :]), 0.0)
         dv_acc += tl.dot(p_t.to(do.dtype), do, input_precision=PREC)
         ds_t = p_t * (tl.dot(v, tl.trans(do), input_precision=PREC) - delta[None, :])
         dk_acc += tl.dot(ds_t.to(q.dtype), q, input_precision=PREC)
-    _put(DK + bh * N * D, k_tok, D, offs_d, k_ok, d_ok, dk_acc * scale)
-    _put(DV_ + bh * N * DV, k_tok, DV, offs_v, k_ok, v_ok, dv_acc)
+    store_tile(DK + bh * N * D, k_tok, offs_d, D, k_ok, d_ok, dk_acc * scale)
+    store_tile(DV_ + bh * N * DV, k_tok, offs_v, DV, k_ok, v_ok, dv_acc)
 
 
 def config(ndim: int, d: int, dv: int, dtype: torch.dtype, gpu: bool) -> tuple[dict, dict]:
