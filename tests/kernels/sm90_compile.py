@@ -101,9 +101,9 @@ CASES = {
     "gate-bf16-same3d": lambda: gate(torch.bfloat16, 64, 64, 32, True, 3),
     "gate-fp16-up2d-wide": lambda: gate(torch.float16, 128, 256, 64, False, 2),
     "gate-bf16-same3d-wide": lambda: gate(torch.bfloat16, 128, 128, 128, True, 3),
-    "gate-bf16-same3d-limit": lambda: gate(torch.bfloat16, 256, 256, 64, True, 3),  # gate.MAX_WEIGHTS
+    "gate-bf16-same3d-limit": lambda: gate(torch.bfloat16, 256, 256, 64, True, 3),  # gate_op.MAX_WEIGHTS
     "gate-fp32-up3d-wide": lambda: gate(torch.float32, 128, 256, 128, False, 3),
-    "gate-bf16-up3d-limit": lambda: gate(torch.bfloat16, 256, 512, 64, False, 3),  # gate.MAX_WEIGHTS_COARSE
+    "gate-bf16-up3d-limit": lambda: gate(torch.bfloat16, 256, 512, 64, False, 3),  # gate_op.MAX_WEIGHTS_COARSE
     "na-bf16-3d": lambda: neighborhood(torch.bfloat16, 3, 32, 7),
     "na-bf16-3d-d128": lambda: neighborhood(torch.bfloat16, 3, 128, 13),
     "na-fp32-2d": lambda: neighborhood(torch.float32, 2, 64, 7),

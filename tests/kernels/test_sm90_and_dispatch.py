@@ -73,7 +73,7 @@ def test_package_works_without_triton():
 
 
 def test_gate_width_limit_falls_back_to_reference(monkeypatch):
-    from medseg_kernels.gate import triton_supported
+    from medseg_kernels.gate_op import triton_supported
 
     monkeypatch.setenv("MEDSEG_KERNELS", "triton")
     x, g_same, g_half = torch.zeros(1, 256, 2, 2), torch.zeros(1, 256, 2, 2), torch.zeros(1, 512, 1, 1)
