@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import importlib
 import os
+import warnings
+from typing import Any
 
 import torch
 
@@ -38,3 +41,21 @@ def use_triton(*tensors: torch.Tensor) -> bool:
     return backend(first) == "triton" and all(
         t.dtype == first.dtype and t.device == first.device and t.dtype in TRITON_DTYPES for t in tensors
     )
+
+
+def run_triton(module: str, fn: str, *args: Any) -> Any:
+    """``medseg_kernels.<module>.<fn>(*args)``, or ``None`` when none of its launch configurations fits the GPU's
+    shared memory (``launch.NoLaunchFits``, warned once per kernel and shape): the caller then runs the reference."""
+    triton_module = importlib.import_module(f"medseg_kernels.{module}")
+    from medseg_kernels.launch import NoLaunchFits
+
+    try:
+        return getattr(triton_module, fn)(*args)
+    except NoLaunchFits as err:
+        if str(err) not in _WARNED:
+            _WARNED.add(str(err))
+            warnings.warn(f"{err}; running the PyTorch reference instead", RuntimeWarning, stacklevel=3)
+        return None
+
+
+_WARNED: set[str] = set()

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import torch
 
-from medseg_kernels.dispatch import use_triton
+from medseg_kernels.dispatch import run_triton, use_triton
 from medseg_kernels.gate_ref import attention_gate_bwd_ref, attention_gate_ref, check_gate_args
 
 Grads = tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]
@@ -39,9 +39,9 @@ def attention_gate_fwd(
     b_psi: torch.Tensor,
 ) -> torch.Tensor:  # fmt: skip
     if triton_supported(x, g, w_x, w_g):
-        from medseg_kernels import gate_triton
-
-        return gate_triton.forward(x, g, w_x, w_g, b, psi, b_psi)
+        result = run_triton("gate_triton", "forward", x, g, w_x, w_g, b, psi, b_psi)
+        if result is not None:
+            return result
     return attention_gate_ref(x, g, w_x, w_g, b, psi, b_psi).contiguous()
 
 
@@ -59,9 +59,9 @@ def attention_gate_bwd(
     psi: torch.Tensor, b_psi: torch.Tensor,
 ) -> Grads:  # fmt: skip
     if triton_supported(x, g, w_x, w_g) and dout.dtype == x.dtype:
-        from medseg_kernels import gate_triton
-
-        return gate_triton.backward(dout, x, g, w_x, w_g, b, psi, b_psi)  # type: ignore[return-value]
+        result = run_triton("gate_triton", "backward", dout, x, g, w_x, w_g, b, psi, b_psi)
+        if result is not None:
+            return result
     return attention_gate_bwd_ref(dout, x, g, w_x, w_g, b, psi, b_psi)  # type: ignore[return-value]
 
 

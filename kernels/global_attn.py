@@ -12,7 +12,7 @@ from __future__ import annotations
 import torch
 
 from medseg_kernels.attention_ref import _check_heads_layout, global_attention_ref
-from medseg_kernels.dispatch import use_triton
+from medseg_kernels.dispatch import run_triton, use_triton
 from medseg_kernels.global_attn_ref import compute_dtype, global_attention_bwd_ref, global_attention_fwd_ref
 
 MAX_QK_DIM = 128  # q/k head dims the Triton kernels take (padded to a power of two ≥ 16); v is chunked, any width
@@ -28,9 +28,9 @@ def global_attention_fwd(
     q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: float
 ) -> tuple[torch.Tensor, torch.Tensor]:
     if triton_supported(q, k, v):
-        from medseg_kernels import global_attn_triton
-
-        return global_attn_triton.forward(q, k, v, scale)
+        result = run_triton("global_attn_triton", "forward", q, k, v, scale)
+        if result is not None:
+            return result
     out, lse = global_attention_fwd_ref(q, k, v, scale)
     return out.contiguous(), lse.contiguous()
 
@@ -52,9 +52,9 @@ def global_attention_bwd(
     scale: float,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     if triton_supported(q, k, v) and dout.dtype == q.dtype:
-        from medseg_kernels import global_attn_triton
-
-        return global_attn_triton.backward(q, k, v, out, lse, dout, scale)
+        result = run_triton("global_attn_triton", "backward", q, k, v, out, lse, dout, scale)
+        if result is not None:
+            return result
     dq, dk, dv = global_attention_bwd_ref(q, k, v, out, lse, dout, scale)
     return dq.contiguous(), dk.contiguous(), dv.contiguous()
 

@@ -15,6 +15,7 @@ import torch
 import triton
 import triton.language as tl
 
+from medseg_kernels.launch import Launch, gpu_configs, run
 from medseg_kernels.triton_common import LN2_C, LOG2E, LOG2E_C, load_tile, store_tile
 
 
@@ -122,28 +123,43 @@ def _bwd_dq_kernel(
     store_tile(DQo + bh * N * DK, offs_m, offs_k, DK, m_ok, k_ok, dq_acc * scale)
 
 
-def config(dk: int, dv: int, dtype: torch.dtype, gpu: bool) -> tuple[dict, dict]:
-    """(constexprs, launch options): value chunks of ≤ 128 (64 in fp32 and in the interpreter), 128-query tiles
-    where the head dims are ≤ 64; the tests compile these configurations for sm_90 to check they fit."""
+def candidates(dk: int, dv: int, dtype: torch.dtype, gpu: bool) -> list[Launch]:
+    """Launch configurations of each kernel (forward, dK/dV, dQ), preferred first (``launch.run`` takes, per kernel,
+    the first that fits the device).
+
+    GPU: value chunks of ≤ 128 (64 in fp32), 128-query tiles where the head dims are ≤ 64, 64-key tiles, 2 stages;
+    then smaller tiles, then 1 stage, then 64-wide value chunks. The interpreter takes one configuration (chunks of 64).
+    """
     wide = 128 if gpu and dtype != torch.float32 else 64
     block_dv = min(max(triton.next_power_of_2(dv), 16), wide)
-    consts = {
-        "DK": dk, "DV": dv, "DK_P": max(triton.next_power_of_2(dk), 16), "BLOCK_DV": block_dv,
-        "BLOCK_M": 64 if max(dk, block_dv) > 64 or wide == 64 else 128, "BLOCK_N": 64,
+    base = {
+        "DK": dk, "DV": dv, "DK_P": max(triton.next_power_of_2(dk), 16),
         "PREC": "ieee" if dtype == torch.float32 else "tf32",
     }  # fmt: skip
-    return consts, ({"num_warps": 4, "num_stages": 2} if gpu else {})
+    block_m = 64 if max(dk, block_dv) > 64 or wide == 64 else 128
+    if not gpu:
+        return [Launch.of({**base, "BLOCK_DV": block_dv, "BLOCK_M": block_m, "BLOCK_N": 64})]
+    out: list[Launch] = []
+    for chunk in sorted({block_dv, min(block_dv, 64)}, reverse=True):
+        for stages in (2, 1):
+            for bm, bn in dict.fromkeys([(block_m, 64), (64, 64), (64, 32), (32, 32)]):
+                out.append(Launch.of({**base, "BLOCK_DV": chunk, "BLOCK_M": bm, "BLOCK_N": bn}, 4, stages))
+    return out
 
 
 def forward(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: float) -> tuple[torch.Tensor, torch.Tensor]:
     """(out (B, h, N, dv), lse (B, h, N) fp32) of softmax(scale · q kᵀ) v."""
     q, k, v = q.contiguous(), k.contiguous(), v.contiguous()
-    b, h, n, _ = q.shape
-    cfg, opts = config(q.shape[-1], v.shape[-1], q.dtype, q.is_cuda)
-    out = torch.empty(b, h, n, v.shape[-1], device=q.device, dtype=v.dtype)
+    b, h, n, dk = q.shape
+    dv = v.shape[-1]
+    out = torch.empty(b, h, n, dv, device=q.device, dtype=v.dtype)
     lse = torch.empty(b, h, n, device=q.device, dtype=torch.float32)
-    grid = (triton.cdiv(n, cfg["BLOCK_M"]), b * h, triton.cdiv(cfg["DV"], cfg["BLOCK_DV"]))
-    _fwd_kernel[grid](q, k, v, out, lse, n, scale * LOG2E, **cfg, **opts)
+
+    def bind(c: Launch) -> tuple:
+        grid = (triton.cdiv(n, c["BLOCK_M"]), b * h, triton.cdiv(dv, c["BLOCK_DV"]))
+        return grid, (q, k, v, out, lse, n, scale * LOG2E)
+
+    run("global.fwd", _fwd_kernel, candidates(dk, dv, q.dtype, gpu_configs(q)), bind, q)
     return out, lse
 
 
@@ -158,13 +174,20 @@ def backward(
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """(dq, dk, dv) recomputing the probabilities from the saved logsumexp."""
     q, k, v, dout, lse = q.contiguous(), k.contiguous(), v.contiguous(), dout.contiguous(), lse.contiguous()
-    b, h, n, _ = q.shape
-    cfg, opts = config(q.shape[-1], v.shape[-1], q.dtype, q.is_cuda)
+    b, h, n, d_k = q.shape
+    d_v = v.shape[-1]
+    cands = candidates(d_k, d_v, q.dtype, gpu_configs(q))
     delta = (dout.float() * out.float()).sum(-1).contiguous()  # (B, h, N)
     dq, dk, dv = torch.empty_like(q), torch.empty_like(k), torch.empty_like(v)
-    grid = (triton.cdiv(n, cfg["BLOCK_N"]), b * h, triton.cdiv(cfg["DV"], cfg["BLOCK_DV"]))
-    _bwd_dkdv_kernel[grid](q, k, v, dout, lse, delta, dk, dv, n, scale * LOG2E, scale, **cfg, **opts)
-    _bwd_dq_kernel[(triton.cdiv(n, cfg["BLOCK_M"]), b * h)](
-        q, k, v, dout, lse, delta, dq, n, scale * LOG2E, scale, **cfg, **opts
-    )
+    common = (q, k, v, dout, lse, delta)
+
+    def bind_dkdv(c: Launch) -> tuple:
+        grid = (triton.cdiv(n, c["BLOCK_N"]), b * h, triton.cdiv(d_v, c["BLOCK_DV"]))
+        return grid, (*common, dk, dv, n, scale * LOG2E, scale)
+
+    def bind_dq(c: Launch) -> tuple:
+        return (triton.cdiv(n, c["BLOCK_M"]), b * h), (*common, dq, n, scale * LOG2E, scale)
+
+    run("global.dkdv", _bwd_dkdv_kernel, cands, bind_dkdv, q)
+    run("global.dq", _bwd_dq_kernel, cands, bind_dq, q)
     return dq, dk, dv
