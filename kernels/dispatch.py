@@ -21,12 +21,15 @@ def triton_available() -> bool:
     return True
 
 
+def forced_backend() -> str | None:
+    """``reference`` or ``triton`` when ``MEDSEG_KERNELS`` forces one, else ``None``."""
+    forced = os.environ.get("MEDSEG_KERNELS", "").lower()
+    return forced if forced in ("reference", "triton") else None
+
+
 def backend(t: torch.Tensor) -> str:
     """``triton`` or ``reference`` for a tensor, honouring ``MEDSEG_KERNELS=reference|triton``."""
-    forced = os.environ.get("MEDSEG_KERNELS", "").lower()
-    if forced in ("reference", "triton"):
-        return forced
-    return "triton" if t.is_cuda and triton_available() else "reference"
+    return forced_backend() or ("triton" if t.is_cuda and triton_available() else "reference")
 
 
 TRITON_DTYPES = (torch.float16, torch.bfloat16, torch.float32)
