@@ -497,7 +497,7 @@ def print_report(results: dict[str, dict[str, Any]], args: argparse.Namespace, m
         ]
         + ([_fmt_bytes(r["peak_mem_warmup_bytes"])] if cuda else [])
         + [
-            f"{r['flops_per_step'] / 1e9:.0f}",
+            f"{r['flops_per_step'] / 1e9:.3g}",
             f"{r['flops_per_step'] / r['median_s'] / 1e12:.3g}",
             f"{r['mfu']:.1%}" if r.get("mfu") is not None else "",
         ]
