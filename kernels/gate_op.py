@@ -17,8 +17,9 @@ from medseg_kernels.gate_ref import attention_gate_bwd_ref, attention_gate_ref, 
 
 Grads = tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]
 MAX_WEIGHTS = 32768  # padded F × (Cx + Cg) the Triton kernels take when g is on x's grid, F × Cx when it is coarser
-MAX_WEIGHTS_COARSE = 16384  # (fp32 weight tiles sit in shared memory; these bounds keep the backward ≤ 213 KB of the
-# 227 KB of sm_90, checked by tests/kernels/sm90_compile.py; wider gates run the reference)
+MAX_WEIGHTS_COARSE = 16384  # (fp32 weight tiles sit in shared memory: at these bounds some launch candidate of each
+# kernel fits sm_90 and sm_80 with triton 3.6-3.9, checked by tests/kernels/sm90_compile.py; wider gates run the
+# reference, and so does a gate whose candidates all fail to fit at launch, see medseg_kernels.launch)
 
 
 def _p2(n: int) -> int:
