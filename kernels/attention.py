@@ -2,9 +2,11 @@
 
 Dispatch (``medseg_kernels.dispatch.backend``): CUDA inputs of a Triton-supported dtype (fp16, bf16, fp32) and head
 dim run the registered custom ops ``medseg::global_attention_*`` / ``medseg::neighborhood_attention_*``
-(``global_attn.py``, ``neighborhood.py``: Triton forward and backward, one opaque op for ``torch.compile``); anything
-else runs the pure-PyTorch references of ``medseg_kernels.attention_ref`` (any device and dtype, differentiable,
-float64-capable). ``MEDSEG_KERNELS=reference|triton`` forces either.
+(``global_attn.py``, ``neighborhood.py``: Triton forward and backward, one opaque op for ``torch.compile``), except
+that global attention on CUDA takes PyTorch's SDPA where that was measured faster (``global_attn.route``: whenever
+gradients are needed, and for dk = dv); anything else runs the pure-PyTorch references of
+``medseg_kernels.attention_ref`` (any device and dtype, differentiable, float64-capable).
+``MEDSEG_KERNELS=reference|triton`` forces either.
 """
 
 from __future__ import annotations

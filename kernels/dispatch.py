@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import importlib
 import os
+import warnings
+from typing import Any
 
 import torch
 
@@ -18,12 +21,15 @@ def triton_available() -> bool:
     return True
 
 
+def forced_backend() -> str | None:
+    """``reference`` or ``triton`` when ``MEDSEG_KERNELS`` forces one, else ``None``."""
+    forced = os.environ.get("MEDSEG_KERNELS", "").lower()
+    return forced if forced in ("reference", "triton") else None
+
+
 def backend(t: torch.Tensor) -> str:
     """``triton`` or ``reference`` for a tensor, honouring ``MEDSEG_KERNELS=reference|triton``."""
-    forced = os.environ.get("MEDSEG_KERNELS", "").lower()
-    if forced in ("reference", "triton"):
-        return forced
-    return "triton" if t.is_cuda and triton_available() else "reference"
+    return forced_backend() or ("triton" if t.is_cuda and triton_available() else "reference")
 
 
 TRITON_DTYPES = (torch.float16, torch.bfloat16, torch.float32)
@@ -38,3 +44,21 @@ def use_triton(*tensors: torch.Tensor) -> bool:
     return backend(first) == "triton" and all(
         t.dtype == first.dtype and t.device == first.device and t.dtype in TRITON_DTYPES for t in tensors
     )
+
+
+def run_triton(module: str, fn: str, *args: Any) -> Any:
+    """``medseg_kernels.<module>.<fn>(*args)``, or ``None`` when none of its launch configurations fits the GPU's
+    shared memory (``launch.NoLaunchFits``, warned once per kernel and shape): the caller then runs the reference."""
+    triton_module = importlib.import_module(f"medseg_kernels.{module}")
+    from medseg_kernels.launch import NoLaunchFits
+
+    try:
+        return getattr(triton_module, fn)(*args)
+    except NoLaunchFits as err:
+        if str(err) not in _WARNED:
+            _WARNED.add(str(err))
+            warnings.warn(f"{err}; running the PyTorch reference instead", RuntimeWarning, stacklevel=3)
+        return None
+
+
+_WARNED: set[str] = set()

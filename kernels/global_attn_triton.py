@@ -15,22 +15,8 @@ import torch
 import triton
 import triton.language as tl
 
-LOG2E = 1.4426950408889634
-LN2 = 0.6931471805599453
-_LOG2E = tl.constexpr(LOG2E)  # globals read inside @triton.jit must be constexpr
-_LN2 = tl.constexpr(LN2)
-
-
-@triton.jit
-def _tile(base, rows, cols, ld, rmask, cmask):
-    """Load the (rows, cols) tile of a row-major matrix with leading dimension ``ld``; zeros outside the masks."""
-    return tl.load(base + rows[:, None] * ld + cols[None, :], mask=rmask[:, None] & cmask[None, :], other=0.0)
-
-
-@triton.jit
-def _put(base, rows, cols, ld, rmask, cmask, value):
-    mask = rmask[:, None] & cmask[None, :]
-    tl.store(base + rows[:, None] * ld + cols[None, :], value.to(base.dtype.element_ty), mask=mask)
+from medseg_kernels.launch import Launch, gpu_configs, run
+from medseg_kernels.triton_common import LN2_C, LOG2E, LOG2E_C, load_tile, store_tile
 
 
 @triton.jit
@@ -44,27 +30,27 @@ def _fwd_kernel(
     offs_k = tl.arange(0, DK_P)
     offs_v = pid_c * BLOCK_DV + tl.arange(0, BLOCK_DV)
     m_ok, k_ok, v_ok = offs_m < N, offs_k < DK, offs_v < DV
-    q = _tile(Q + bh * N * DK, offs_m, offs_k, DK, m_ok, k_ok)
+    q = load_tile(Q + bh * N * DK, offs_m, offs_k, DK, m_ok, k_ok)
     m_i = tl.full([BLOCK_M], float("-inf"), tl.float32)
     l_i = tl.zeros([BLOCK_M], tl.float32)
     acc = tl.zeros([BLOCK_M, BLOCK_DV], tl.float32)
     for start in range(0, N, BLOCK_N):
         offs_n = start + tl.arange(0, BLOCK_N)
         n_ok = offs_n < N
-        k = _tile(K + bh * N * DK, offs_n, offs_k, DK, n_ok, k_ok)
+        k = load_tile(K + bh * N * DK, offs_n, offs_k, DK, n_ok, k_ok)
         s = tl.dot(q, tl.trans(k), input_precision=PREC) * qk_scale  # (BLOCK_M, BLOCK_N), log2 units
         s = tl.where(n_ok[None, :], s, float("-inf"))
         m_new = tl.maximum(m_i, tl.max(s, 1))
         corr = tl.exp2(m_i - m_new)
         p = tl.exp2(s - m_new[:, None])
         l_i = l_i * corr + tl.sum(p, 1)
-        v = _tile(V + bh * N * DV, offs_n, offs_v, DV, n_ok, v_ok)
+        v = load_tile(V + bh * N * DV, offs_n, offs_v, DV, n_ok, v_ok)
         acc = acc * corr[:, None] + tl.dot(p.to(v.dtype), v, input_precision=PREC)
         m_i = m_new
     acc = acc / l_i[:, None]
-    _put(Out + bh * N * DV, offs_m, offs_v, DV, m_ok, v_ok, acc)
+    store_tile(Out + bh * N * DV, offs_m, offs_v, DV, m_ok, v_ok, acc)
     if pid_c == 0:
-        tl.store(LSE + bh * N + offs_m, (m_i + tl.log2(l_i)) * _LN2, mask=m_ok)
+        tl.store(LSE + bh * N + offs_m, (m_i + tl.log2(l_i)) * LN2_C, mask=m_ok)
 
 
 @triton.jit
@@ -79,30 +65,30 @@ def _bwd_dkdv_kernel(
     offs_v = pid_c * BLOCK_DV + tl.arange(0, BLOCK_DV)
     offs_c = tl.arange(0, BLOCK_DV)
     n_ok, k_ok, v_ok = offs_n < N, offs_k < DK, offs_v < DV
-    k = _tile(K + bh * N * DK, offs_n, offs_k, DK, n_ok, k_ok)
+    k = load_tile(K + bh * N * DK, offs_n, offs_k, DK, n_ok, k_ok)
     dk_acc = tl.zeros([BLOCK_N, DK_P], tl.float32)
     dv_acc = tl.zeros([BLOCK_N, BLOCK_DV], tl.float32)
     for start in range(0, N, BLOCK_M):
         offs_m = start + tl.arange(0, BLOCK_M)
         m_ok = offs_m < N
-        q = _tile(Q + bh * N * DK, offs_m, offs_k, DK, m_ok, k_ok)
-        lse2 = tl.load(LSE + bh * N + offs_m, mask=m_ok, other=float("inf")) * _LOG2E
+        q = load_tile(Q + bh * N * DK, offs_m, offs_k, DK, m_ok, k_ok)
+        lse2 = tl.load(LSE + bh * N + offs_m, mask=m_ok, other=float("inf")) * LOG2E_C
         p_t = tl.exp2(tl.dot(k, tl.trans(q), input_precision=PREC) * qk_scale - lse2[None, :])  # (BLOCK_N, BLOCK_M)
-        do = _tile(DO + bh * N * DV, offs_m, offs_v, DV, m_ok, v_ok)
+        do = load_tile(DO + bh * N * DV, offs_m, offs_v, DV, m_ok, v_ok)
         dv_acc += tl.dot(p_t.to(do.dtype), do, input_precision=PREC)
         if pid_c == 0:  # the first value chunk also owns dK, which needs dP summed over every value chunk
             dp_t = tl.zeros([BLOCK_N, BLOCK_M], tl.float32)
             for c in range(0, DV, BLOCK_DV):
                 cm = (c + offs_c) < DV
-                vc = _tile(V + bh * N * DV, offs_n, c + offs_c, DV, n_ok, cm)
-                doc = _tile(DO + bh * N * DV, offs_m, c + offs_c, DV, m_ok, cm)
+                vc = load_tile(V + bh * N * DV, offs_n, c + offs_c, DV, n_ok, cm)
+                doc = load_tile(DO + bh * N * DV, offs_m, c + offs_c, DV, m_ok, cm)
                 dp_t += tl.dot(vc, tl.trans(doc), input_precision=PREC)
             delta = tl.load(DELTA + bh * N + offs_m, mask=m_ok, other=0.0)
             ds_t = p_t * (dp_t - delta[None, :])
             dk_acc += tl.dot(ds_t.to(q.dtype), q, input_precision=PREC)
-    _put(DVo + bh * N * DV, offs_n, offs_v, DV, n_ok, v_ok, dv_acc)
+    store_tile(DVo + bh * N * DV, offs_n, offs_v, DV, n_ok, v_ok, dv_acc)
     if pid_c == 0:
-        _put(DKo + bh * N * DK, offs_n, offs_k, DK, n_ok, k_ok, dk_acc * scale)
+        store_tile(DKo + bh * N * DK, offs_n, offs_k, DK, n_ok, k_ok, dk_acc * scale)
 
 
 @triton.jit
@@ -116,49 +102,64 @@ def _bwd_dq_kernel(
     offs_k = tl.arange(0, DK_P)
     offs_c = tl.arange(0, BLOCK_DV)
     m_ok, k_ok = offs_m < N, offs_k < DK
-    q = _tile(Q + bh * N * DK, offs_m, offs_k, DK, m_ok, k_ok)
-    lse2 = tl.load(LSE + bh * N + offs_m, mask=m_ok, other=float("inf")) * _LOG2E
+    q = load_tile(Q + bh * N * DK, offs_m, offs_k, DK, m_ok, k_ok)
+    lse2 = tl.load(LSE + bh * N + offs_m, mask=m_ok, other=float("inf")) * LOG2E_C
     delta = tl.load(DELTA + bh * N + offs_m, mask=m_ok, other=0.0)
     dq_acc = tl.zeros([BLOCK_M, DK_P], tl.float32)
     for start in range(0, N, BLOCK_N):
         offs_n = start + tl.arange(0, BLOCK_N)
         n_ok = offs_n < N
-        k = _tile(K + bh * N * DK, offs_n, offs_k, DK, n_ok, k_ok)
+        k = load_tile(K + bh * N * DK, offs_n, offs_k, DK, n_ok, k_ok)
         p = tl.exp2(tl.dot(q, tl.trans(k), input_precision=PREC) * qk_scale - lse2[:, None])
         p = tl.where(n_ok[None, :], p, 0.0)
         dp = tl.zeros([BLOCK_M, BLOCK_N], tl.float32)
         for c in range(0, DV, BLOCK_DV):
             cm = (c + offs_c) < DV
-            doc = _tile(DO + bh * N * DV, offs_m, c + offs_c, DV, m_ok, cm)
-            vc = _tile(V + bh * N * DV, offs_n, c + offs_c, DV, n_ok, cm)
+            doc = load_tile(DO + bh * N * DV, offs_m, c + offs_c, DV, m_ok, cm)
+            vc = load_tile(V + bh * N * DV, offs_n, c + offs_c, DV, n_ok, cm)
             dp += tl.dot(doc, tl.trans(vc), input_precision=PREC)
         ds = p * (dp - delta[:, None])
         dq_acc += tl.dot(ds.to(k.dtype), k, input_precision=PREC)
-    _put(DQo + bh * N * DK, offs_m, offs_k, DK, m_ok, k_ok, dq_acc * scale)
+    store_tile(DQo + bh * N * DK, offs_m, offs_k, DK, m_ok, k_ok, dq_acc * scale)
 
 
-def config(dk: int, dv: int, dtype: torch.dtype, gpu: bool) -> tuple[dict, dict]:
-    """(constexprs, launch options): value chunks of ≤ 128 (64 in fp32 and in the interpreter), 128-query tiles
-    where the head dims are ≤ 64; the tests compile these configurations for sm_90 to check they fit."""
+def candidates(dk: int, dv: int, dtype: torch.dtype, gpu: bool) -> list[Launch]:
+    """Launch configurations of each kernel (forward, dK/dV, dQ), preferred first (``launch.run`` takes, per kernel,
+    the first that fits the device).
+
+    GPU: value chunks of ≤ 128 (64 in fp32), 128-query tiles where the head dims are ≤ 64, 64-key tiles, 2 stages;
+    then smaller tiles, then 1 stage, then 64-wide value chunks. The interpreter takes one configuration (chunks of 64).
+    """
     wide = 128 if gpu and dtype != torch.float32 else 64
     block_dv = min(max(triton.next_power_of_2(dv), 16), wide)
-    consts = {
-        "DK": dk, "DV": dv, "DK_P": max(triton.next_power_of_2(dk), 16), "BLOCK_DV": block_dv,
-        "BLOCK_M": 64 if max(dk, block_dv) > 64 or wide == 64 else 128, "BLOCK_N": 64,
+    base = {
+        "DK": dk, "DV": dv, "DK_P": max(triton.next_power_of_2(dk), 16),
         "PREC": "ieee" if dtype == torch.float32 else "tf32",
     }  # fmt: skip
-    return consts, ({"num_warps": 4, "num_stages": 2} if gpu else {})
+    block_m = 64 if max(dk, block_dv) > 64 or wide == 64 else 128
+    if not gpu:
+        return [Launch.of({**base, "BLOCK_DV": block_dv, "BLOCK_M": block_m, "BLOCK_N": 64})]
+    out: list[Launch] = []
+    for chunk in sorted({block_dv, min(block_dv, 64)}, reverse=True):
+        for stages in (2, 1):
+            for bm, bn in dict.fromkeys([(block_m, 64), (64, 64), (64, 32), (32, 32)]):
+                out.append(Launch.of({**base, "BLOCK_DV": chunk, "BLOCK_M": bm, "BLOCK_N": bn}, 4, stages))
+    return out
 
 
 def forward(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: float) -> tuple[torch.Tensor, torch.Tensor]:
     """(out (B, h, N, dv), lse (B, h, N) fp32) of softmax(scale · q kᵀ) v."""
     q, k, v = q.contiguous(), k.contiguous(), v.contiguous()
-    b, h, n, _ = q.shape
-    cfg, opts = config(q.shape[-1], v.shape[-1], q.dtype, q.is_cuda)
-    out = torch.empty(b, h, n, v.shape[-1], device=q.device, dtype=v.dtype)
+    b, h, n, dk = q.shape
+    dv = v.shape[-1]
+    out = torch.empty(b, h, n, dv, device=q.device, dtype=v.dtype)
     lse = torch.empty(b, h, n, device=q.device, dtype=torch.float32)
-    grid = (triton.cdiv(n, cfg["BLOCK_M"]), b * h, triton.cdiv(cfg["DV"], cfg["BLOCK_DV"]))
-    _fwd_kernel[grid](q, k, v, out, lse, n, scale * LOG2E, **cfg, **opts)
+
+    def bind(c: Launch) -> tuple:
+        grid = (triton.cdiv(n, c["BLOCK_M"]), b * h, triton.cdiv(dv, c["BLOCK_DV"]))
+        return grid, (q, k, v, out, lse, n, scale * LOG2E)
+
+    run("global.fwd", _fwd_kernel, candidates(dk, dv, q.dtype, gpu_configs(q)), bind, q)
     return out, lse
 
 
@@ -173,13 +174,20 @@ def backward(
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """(dq, dk, dv) recomputing the probabilities from the saved logsumexp."""
     q, k, v, dout, lse = q.contiguous(), k.contiguous(), v.contiguous(), dout.contiguous(), lse.contiguous()
-    b, h, n, _ = q.shape
-    cfg, opts = config(q.shape[-1], v.shape[-1], q.dtype, q.is_cuda)
+    b, h, n, d_k = q.shape
+    d_v = v.shape[-1]
+    cands = candidates(d_k, d_v, q.dtype, gpu_configs(q))
     delta = (dout.float() * out.float()).sum(-1).contiguous()  # (B, h, N)
     dq, dk, dv = torch.empty_like(q), torch.empty_like(k), torch.empty_like(v)
-    grid = (triton.cdiv(n, cfg["BLOCK_N"]), b * h, triton.cdiv(cfg["DV"], cfg["BLOCK_DV"]))
-    _bwd_dkdv_kernel[grid](q, k, v, dout, lse, delta, dk, dv, n, scale * LOG2E, scale, **cfg, **opts)
-    _bwd_dq_kernel[(triton.cdiv(n, cfg["BLOCK_M"]), b * h)](
-        q, k, v, dout, lse, delta, dq, n, scale * LOG2E, scale, **cfg, **opts
-    )
+    common = (q, k, v, dout, lse, delta)
+
+    def bind_dkdv(c: Launch) -> tuple:
+        grid = (triton.cdiv(n, c["BLOCK_N"]), b * h, triton.cdiv(d_v, c["BLOCK_DV"]))
+        return grid, (*common, dk, dv, n, scale * LOG2E, scale)
+
+    def bind_dq(c: Launch) -> tuple:
+        return (triton.cdiv(n, c["BLOCK_M"]), b * h), (*common, dq, n, scale * LOG2E, scale)
+
+    run("global.dkdv", _bwd_dkdv_kernel, cands, bind_dkdv, q)
+    run("global.dq", _bwd_dq_kernel, cands, bind_dq, q)
     return dq, dk, dv

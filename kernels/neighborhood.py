@@ -14,7 +14,7 @@ from collections.abc import Sequence
 import torch
 
 from medseg_kernels.attention_ref import _per_axis, neighborhood_attention_ref
-from medseg_kernels.dispatch import use_triton
+from medseg_kernels.dispatch import run_triton, use_triton
 from medseg_kernels.global_attn_ref import compute_dtype
 from medseg_kernels.neighborhood_ref import neighborhood_attention_bwd_ref, neighborhood_attention_fwd_ref
 
@@ -32,9 +32,9 @@ def neighborhood_attention_fwd(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     kernel, dil = tuple(kernel_size), tuple(dilation)
     if triton_supported(q, k, v):
-        from medseg_kernels import neighborhood_triton
-
-        return neighborhood_triton.forward(q, k, v, kernel, dil, scale)
+        result = run_triton("neighborhood_triton", "forward", q, k, v, kernel, dil, scale)
+        if result is not None:
+            return result
     out, lse = neighborhood_attention_fwd_ref(q, k, v, kernel, dil, scale)
     return out.contiguous(), lse.contiguous()
 
@@ -53,9 +53,9 @@ def neighborhood_attention_bwd(
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:  # fmt: skip
     kernel, dil = tuple(kernel_size), tuple(dilation)
     if triton_supported(q, k, v) and dout.dtype == q.dtype:
-        from medseg_kernels import neighborhood_triton
-
-        return neighborhood_triton.backward(q, k, v, out, lse, dout, kernel, dil, scale)
+        result = run_triton("neighborhood_triton", "backward", q, k, v, out, lse, dout, kernel, dil, scale)
+        if result is not None:
+            return result
     grads = neighborhood_attention_bwd_ref(q, k, v, out, lse, dout, kernel, dil, scale)
     return grads[0].contiguous(), grads[1].contiguous(), grads[2].contiguous()
 

@@ -21,21 +21,8 @@ import torch
 import triton
 import triton.language as tl
 
-LOG2E = 1.4426950408889634
-_LOG2E = tl.constexpr(LOG2E)  # globals read inside @triton.jit must be constexpr
-_LN2 = tl.constexpr(0.6931471805599453)
-
-
-@triton.jit
-def _rows(base, tok, ld, cols, rmask, cmask):
-    """Rows ``tok`` (token indices) of a (tokens, ld) matrix, columns ``cols``; zeros outside the masks."""
-    return tl.load(base + tok[:, None] * ld + cols[None, :], mask=rmask[:, None] & cmask[None, :], other=0.0)
-
-
-@triton.jit
-def _put(base, tok, ld, cols, rmask, cmask, value):
-    mask = rmask[:, None] & cmask[None, :]
-    tl.store(base + tok[:, None] * ld + cols[None, :], value.to(base.dtype.element_ty), mask=mask)
+from medseg_kernels.launch import Launch, gpu_configs, run
+from medseg_kernels.triton_common import LN2_C, LOG2E, LOG2E_C, load_tile, store_tile
 
 
 @triton.jit
@@ -114,15 +101,15 @@ def _fwd_kernel(
     std, sth, stw = _start(jd, ld, KD), _start(jh, lh, KH), _start(jw, lw, KW)
     offs_d, offs_v = tl.arange(0, D_P), tl.arange(0, DV_P)
     d_ok, v_ok = offs_d < D, offs_v < DV
-    q = _rows(Q + bh * N * D, q_tok, D, offs_d, q_ok, d_ok)
+    q = load_tile(Q + bh * N * D, q_tok, offs_d, D, q_ok, d_ok)
     lod, hid = _key_box(d0, ld, KD, TD)
     loh, hih = _key_box(h0, lh, KH, TH)
     low, hiw = _key_box(w0, lw, KW, TW)
     nh, nw = hih - loh, hiw - low
     if GRAD_Q:
-        lse2 = tl.load(LSE + bh * N + q_tok, mask=q_ok, other=0.0) * _LOG2E
+        lse2 = tl.load(LSE + bh * N + q_tok, mask=q_ok, other=0.0) * LOG2E_C
         delta = tl.load(DELTA + bh * N + q_tok, mask=q_ok, other=0.0)
-        do = _rows(DO + bh * N * DV, q_tok, DV, offs_v, q_ok, v_ok)
+        do = load_tile(DO + bh * N * DV, q_tok, offs_v, DV, q_ok, v_ok)
         acc = tl.zeros([TD * TH * TW, D_P], tl.float32)
     else:
         m_i = tl.full([TD * TH * TW], float("-inf"), tl.float32)
@@ -135,8 +122,8 @@ def _fwd_kernel(
         cd, ch, cw = lod + ed, loh + eh, low + ew
         k_tok = _token(cd, ch, cw, sd, sh, sw, SH, SW, RD, RH, RW)
         ok = _in_window(std, cd, KD) & _in_window(sth, ch, KH) & _in_window(stw, cw, KW) & e_ok[None, :]
-        k = _rows(K + bh * N * D, k_tok, D, offs_d, e_ok, d_ok)
-        v = _rows(V + bh * N * DV, k_tok, DV, offs_v, e_ok, v_ok)
+        k = load_tile(K + bh * N * D, k_tok, offs_d, D, e_ok, d_ok)
+        v = load_tile(V + bh * N * DV, k_tok, offs_v, DV, e_ok, v_ok)
         s = tl.dot(q, tl.trans(k), input_precision=PREC) * qk_scale  # (queries, keys), log2 units
         if GRAD_Q:
             p = tl.where(ok, tl.exp2(s - lse2[:, None]), 0.0)
@@ -152,11 +139,11 @@ def _fwd_kernel(
             acc = acc * corr[:, None] + tl.dot(p.to(v.dtype), v, input_precision=PREC)
             m_i = m_new
     if GRAD_Q:
-        _put(DQ + bh * N * D, q_tok, D, offs_d, q_ok, d_ok, acc * scale)
+        store_tile(DQ + bh * N * D, q_tok, offs_d, D, q_ok, d_ok, acc * scale)
     else:
         l_i = tl.where(l_i == 0.0, 1.0, l_i)
-        _put(Out + bh * N * DV, q_tok, DV, offs_v, q_ok, v_ok, acc / l_i[:, None])
-        tl.store(LSE + bh * N + q_tok, (m_i + tl.log2(l_i)) * _LN2, mask=q_ok)
+        store_tile(Out + bh * N * DV, q_tok, offs_v, DV, q_ok, v_ok, acc / l_i[:, None])
+        tl.store(LSE + bh * N + q_tok, (m_i + tl.log2(l_i)) * LN2_C, mask=q_ok)
 
 
 @triton.jit
@@ -175,8 +162,8 @@ def _bwd_dkdv_kernel(
     k_tok = _token(cd, ch, cw, sd, sh, sw, SH, SW, RD, RH, RW)
     offs_d, offs_v = tl.arange(0, D_P), tl.arange(0, DV_P)
     d_ok, v_ok = offs_d < D, offs_v < DV
-    k = _rows(K + bh * N * D, k_tok, D, offs_d, k_ok, d_ok)
-    v = _rows(V + bh * N * DV, k_tok, DV, offs_v, k_ok, v_ok)
+    k = load_tile(K + bh * N * D, k_tok, offs_d, D, k_ok, d_ok)
+    v = load_tile(V + bh * N * DV, k_tok, offs_v, DV, k_ok, v_ok)
     lod, hid = _query_box(d0, ld, KD, TD)
     loh, hih = _query_box(h0, lh, KH, TH)
     low, hiw = _query_box(w0, lw, KW, TW)
@@ -191,39 +178,49 @@ def _bwd_dkdv_kernel(
         q_tok = _token(jd, jh, jw, sd, sh, sw, SH, SW, RD, RH, RW)
         ok_t = _in_window(_start(jd, ld, KD), cd, KD) & _in_window(_start(jh, lh, KH), ch, KH)
         ok_t = tl.trans(ok_t & _in_window(_start(jw, lw, KW), cw, KW) & e_ok[:, None])  # (keys, queries)
-        q = _rows(Q + bh * N * D, q_tok, D, offs_d, e_ok, d_ok)
-        do = _rows(DO + bh * N * DV, q_tok, DV, offs_v, e_ok, v_ok)
-        lse2 = tl.load(LSE + bh * N + q_tok, mask=e_ok, other=0.0) * _LOG2E
+        q = load_tile(Q + bh * N * D, q_tok, offs_d, D, e_ok, d_ok)
+        do = load_tile(DO + bh * N * DV, q_tok, offs_v, DV, e_ok, v_ok)
+        lse2 = tl.load(LSE + bh * N + q_tok, mask=e_ok, other=0.0) * LOG2E_C
         delta = tl.load(DELTA + bh * N + q_tok, mask=e_ok, other=0.0)
         p_t = tl.where(ok_t, tl.exp2(tl.dot(k, tl.trans(q), input_precision=PREC) * qk_scale - lse2[None, :]), 0.0)
         dv_acc += tl.dot(p_t.to(do.dtype), do, input_precision=PREC)
         ds_t = p_t * (tl.dot(v, tl.trans(do), input_precision=PREC) - delta[None, :])
         dk_acc += tl.dot(ds_t.to(q.dtype), q, input_precision=PREC)
-    _put(DK + bh * N * D, k_tok, D, offs_d, k_ok, d_ok, dk_acc * scale)
-    _put(DV_ + bh * N * DV, k_tok, DV, offs_v, k_ok, v_ok, dv_acc)
+    store_tile(DK + bh * N * D, k_tok, offs_d, D, k_ok, d_ok, dk_acc * scale)
+    store_tile(DV_ + bh * N * DV, k_tok, offs_v, DV, k_ok, v_ok, dv_acc)
 
 
-def config(ndim: int, d: int, dv: int, dtype: torch.dtype, gpu: bool) -> tuple[dict, dict]:
-    """(constexprs, launch options): tiles of 128 queries (64 when a head dim exceeds 64, or in fp32 on a GPU),
-    shaped 4×4×8 / 8×16 / 128 by the number of axes; key chunks of 64 (the tests compile these for sm_90)."""
+def candidates(kernel: str, window: tuple[int, ...], d: int, dv: int, dtype: torch.dtype, gpu: bool) -> list[Launch]:
+    """Launch configurations of ``fwd``, ``dq`` or ``dkdv``, preferred first (``launch.run`` takes the first that fits).
+
+    GPU: tiles of 128 queries (64 when a head dim exceeds 64, or in fp32), shaped 4×4×8 / 8×16 / 128 by the number of
+    axes, key (query) chunks of 64, 2 stages; then 1 stage, the smaller tile, chunks of 32. The interpreter takes the
+    first configuration."""
+    ndim = len(window)
     small = max(d, dv) > 64 or (gpu and dtype == torch.float32)
     tiles = {3: ((2, 4, 8), (4, 4, 8)), 2: ((1, 8, 8), (1, 8, 16)), 1: ((1, 1, 64), (1, 1, 128))}[ndim]
-    td, th, tw = tiles[0 if small else 1]
-    consts = {
-        "TD": td, "TH": th, "TW": tw, "D": d, "DV": dv, "D_P": max(triton.next_power_of_2(d), 16),
+    ker = (1,) * (3 - ndim) + tuple(window)
+    base = {
+        "KD": ker[0], "KH": ker[1], "KW": ker[2], "D": d, "DV": dv, "D_P": max(triton.next_power_of_2(d), 16),
         "DV_P": max(triton.next_power_of_2(dv), 16), "PREC": "ieee" if dtype == torch.float32 else "tf32",
     }  # fmt: skip
-    return consts, ({"num_warps": 4, "num_stages": 2} if gpu else {})
+    chunk, extra = ("BLOCK_Q", {}) if kernel == "dkdv" else ("BLOCK_K", {"GRAD_Q": kernel == "dq"})
+    options = [(tiles[0 if small else 1], 64, 2), (tiles[0 if small else 1], 64, 1), (tiles[0], 64, 1)]
+    options += [(tiles[0], 32, 1)]
+    out: list[Launch] = []
+    for (td, th, tw), block, stages in dict.fromkeys(options):
+        consts = {"TD": td, "TH": th, "TW": tw, **base, chunk: block, **extra}
+        out.append(Launch.of(consts, 4, stages) if gpu else Launch.of(consts))
+    return out[:1] if not gpu else out
 
 
-def _geometry(shape: torch.Size, kernel: tuple[int, ...], dilation: tuple[int, ...], consts: dict) -> tuple:
-    """Sizes, dilations, windows (padded to 3 axes) and the tile grid."""
-    pad = 3 - len(kernel)
-    sizes, dil, ker = (1,) * pad + tuple(shape[2:-1]), (1,) * pad + dilation, (1,) * pad + kernel
-    tiles = (consts["TD"], consts["TH"], consts["TW"])
+def _geometry(shape: torch.Size, dilation: tuple[int, ...], launch: Launch) -> tuple[tuple, int]:
+    """Sizes and dilations (padded to 3 axes), slots per axis, and the number of query tiles."""
+    pad = 3 - len(dilation)
+    sizes, dil = (1,) * pad + tuple(shape[2:-1]), (1,) * pad + dilation
+    tiles = (launch["TD"], launch["TH"], launch["TW"])
     slots = [r * triton.cdiv(triton.cdiv(s, r), t) for s, r, t in zip(sizes, dil, tiles, strict=True)]
-    args = (*sizes, *dil, slots[1], slots[2])
-    return args, {"KD": ker[0], "KH": ker[1], "KW": ker[2]}, slots[0] * slots[1] * slots[2]
+    return (*sizes, *dil, slots[1], slots[2]), slots[0] * slots[1] * slots[2]
 
 
 def forward(
@@ -231,13 +228,15 @@ def forward(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """(out (B, h, *S, dv), lse (B, h, *S) fp32)."""
     q, k, v = q.contiguous(), k.contiguous(), v.contiguous()
-    consts, opts = config(len(kernel), q.shape[-1], v.shape[-1], q.dtype, q.is_cuda)
-    geo, ker, n_tiles = _geometry(q.shape, kernel, dilation, consts)
     n, bh = q[0, 0, ..., 0].numel(), q.shape[0] * q.shape[1]
     out, lse = torch.empty_like(v), torch.empty(q.shape[:-1], device=q.device, dtype=torch.float32)
-    _fwd_kernel[(n_tiles, bh)](
-        q, k, v, out, lse, v, lse, q, scale * LOG2E, scale, n, *geo, **ker, **consts, BLOCK_K=64, GRAD_Q=False, **opts
-    )
+
+    def bind(c: Launch) -> tuple:
+        geo, n_tiles = _geometry(q.shape, dilation, c)
+        return (n_tiles, bh), (q, k, v, out, lse, v, lse, q, scale * LOG2E, scale, n, *geo)
+
+    cands = candidates("fwd", kernel, q.shape[-1], v.shape[-1], q.dtype, gpu_configs(q))
+    run("na.fwd", _fwd_kernel, cands, bind, q)
     return out, lse
 
 
@@ -247,16 +246,19 @@ def backward(
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:  # fmt: skip
     """(dq, dk, dv) recomputing the probabilities from the saved logsumexp."""
     q, k, v, dout, lse = q.contiguous(), k.contiguous(), v.contiguous(), dout.contiguous(), lse.contiguous()
-    consts, opts = config(len(kernel), q.shape[-1], v.shape[-1], q.dtype, q.is_cuda)
-    geo, ker, n_tiles = _geometry(q.shape, kernel, dilation, consts)
     n, bh = q[0, 0, ..., 0].numel(), q.shape[0] * q.shape[1]
     delta = (dout.float() * out.float()).sum(-1).contiguous()
     dq, dk, dv = torch.empty_like(q), torch.empty_like(k), torch.empty_like(v)
-    _fwd_kernel[(n_tiles, bh)](
-        q, k, v, out, lse, dout, delta, dq, scale * LOG2E, scale, n, *geo, **ker, **consts, BLOCK_K=64, GRAD_Q=True,
-        **opts,
-    )  # fmt: skip
-    _bwd_dkdv_kernel[(n_tiles, bh)](
-        q, k, v, dout, lse, delta, dk, dv, scale * LOG2E, scale, n, *geo, **ker, **consts, BLOCK_Q=64, **opts
-    )
+    dims = (kernel, q.shape[-1], v.shape[-1], q.dtype, gpu_configs(q))
+
+    def bind_dq(c: Launch) -> tuple:
+        geo, n_tiles = _geometry(q.shape, dilation, c)
+        return (n_tiles, bh), (q, k, v, out, lse, dout, delta, dq, scale * LOG2E, scale, n, *geo)
+
+    def bind_dkdv(c: Launch) -> tuple:
+        geo, n_tiles = _geometry(q.shape, dilation, c)
+        return (n_tiles, bh), (q, k, v, dout, lse, delta, dk, dv, scale * LOG2E, scale, n, *geo)
+
+    run("na.dq", _fwd_kernel, candidates("dq", *dims), bind_dq, q)
+    run("na.dkdv", _bwd_dkdv_kernel, candidates("dkdv", *dims), bind_dkdv, q)
     return dq, dk, dv

@@ -13,6 +13,16 @@ Nets (``--nets`` picks a subset):
 * ``monai_basic_unet``: ``monai.networks.nets.BasicUNet(features=...)``. BasicUNet always has 5 encoder levels (4
   downsamplings) plus a last decoder width, so the widths are left-padded with ``w0``: 16 32 64 128 becomes
   (16, 16, 32, 64, 128, 16). It therefore has one more (full-resolution) level than ours, and uses instance norm.
+* ``nnunet_plain``: nnU-Net's own ``PlainConvUNet`` as nnU-Net's 3d_fullres plans build it for the patch (128^3: 6
+  stages, widths 32 64 128 256 320 320; ``scripts/bench_peers.py``); needs ``dynamic-network-architectures``
+  (``pip install -e ".[bench]"``), else it is skipped with a message.
+* ``monai_dynunet``: MONAI's ``DynUNet`` at nnU-Net's widths, depth, kernels and strides.
+* ``attention_unet_nnunet_widths``: ours at nnU-Net's widths and depth (``model.net.channels`` = nnU-Net's widths):
+  the matched comparison with the two above (``--widths`` does not apply to these three).
+
+Every net also gets its FLOPs per train step (one extra step under ``torch.utils.flop_counter``, convolutions and
+matmuls, forward + backward) and its MFU: FLOPs / median step time / the peak of ``bench_peers.peak_flops`` (on a
+GPU the card's dense bf16 peak by name, H100 SXM and H200 989 TFLOP/s; on a CPU a measured fp32 matmul rate).
 
 One train step = forward + ``DiceCELoss(to_onehot_y=True, softmax=True)`` + backward + ``AdamW.step``, on fresh random
 inputs (``randn``) and random integer labels each step, outside the timed region. Before timing, the first warm-up
@@ -66,16 +76,23 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+import bench_peers
 import torch
 from torch import nn
 
-NETS = ("attention_unet", "attention_unet_no_gates", "unet", "monai_attention_unet", "monai_basic_unet")
+NETS = (
+    "attention_unet", "attention_unet_no_gates", "unet", "monai_attention_unet", "monai_basic_unet",
+    "attention_unet_nnunet_widths", "nnunet_plain", "monai_dynunet",
+)  # fmt: skip
 # (name, numerator net, denominator net): time ratios reported when both nets ran.
 RATIOS = (
     ("monai_attention_unet / attention_unet", "monai_attention_unet", "attention_unet"),
     ("attention_unet / attention_unet_no_gates", "attention_unet", "attention_unet_no_gates"),
     ("attention_unet / unet", "attention_unet", "unet"),
     ("unet / monai_basic_unet", "unet", "monai_basic_unet"),
+    ("nnunet_plain / attention_unet_nnunet_widths", "nnunet_plain", "attention_unet_nnunet_widths"),
+    ("monai_dynunet / attention_unet_nnunet_widths", "monai_dynunet", "attention_unet_nnunet_widths"),
+    ("nnunet_plain / monai_dynunet", "nnunet_plain", "monai_dynunet"),
 )
 
 
@@ -137,10 +154,12 @@ def basic_unet_features(widths: Sequence[int]) -> tuple[int, ...]:
     return (*enc, widths[0])
 
 
-def _ours(variant: str, args: argparse.Namespace, extra: Sequence[str] = ()) -> nn.Module:
+def _ours(
+    variant: str, args: argparse.Namespace, extra: Sequence[str] = (), widths_list: Sequence[int] | None = None
+) -> nn.Module:
     from medseg.config import build, compose_config
 
-    widths = "[" + ",".join(map(str, args.widths)) + "]"
+    widths = "[" + ",".join(map(str, widths_list or args.widths)) + "]"
     overrides = [
         f"model/net={variant}",
         "model.net.spatial_dims=3",
@@ -158,6 +177,14 @@ def build_net(name: str, args: argparse.Namespace) -> tuple[nn.Module, str]:
     from monai.networks.nets import AttentionUnet, BasicUNet
 
     w = tuple(args.widths)
+    if name == "nnunet_plain":
+        return bench_peers.plain_conv_unet(args.patch, args.classes)
+    if name == "monai_dynunet":
+        return bench_peers.dyn_unet(args.patch, args.classes)
+    if name == "attention_unet_nnunet_widths":
+        nn_widths = bench_peers.nnunet_plan(args.patch)["features"]
+        net = _ours("attention_unet", args, widths_list=nn_widths)
+        return net, f"medseg config model/net=attention_unet, channels={nn_widths} (nnU-Net's widths and depth)"
     if name == "attention_unet_no_gates":  # the same net with plain skips: what the gates cost
         net = _ours("attention_unet", args, ["~model/net/skip_gate"])
         return net, f"medseg config model/net=attention_unet ~model/net/skip_gate, channels={list(w)}"
@@ -296,7 +323,9 @@ def bench_one(name: str, args: argparse.Namespace) -> dict[str, Any]:
         times.append(_timed(step, x, y, args.device))
     med = statistics.median(times)
     prof = profile_step(step, *_batch(args, gen)) if args.profile else {}
+    flops = bench_peers.step_flops(step, *_batch(args, gen))  # one more step, counted
     return prof | {
+        "flops_per_step": flops,
         "net": name,
         "config": desc,
         "params": sum(p.numel() for p in net.parameters()),
@@ -317,16 +346,14 @@ def bench_one(name: str, args: argparse.Namespace) -> dict[str, Any]:
 def profile_step(step: Callable, x: torch.Tensor, y: torch.Tensor) -> dict[str, float]:
     """GFLOP of one step (flop counter) and the self time of its convolution ops (profiler), one extra step each."""
     from torch.profiler import ProfilerActivity, profile
-    from torch.utils.flop_counter import FlopCounterMode
 
-    with FlopCounterMode(display=False) as flops:
-        step(x, y)
+    gflop = bench_peers.step_flops(step, x, y) / 1e9
     with profile(activities=[ProfilerActivity.CPU]) as prof:
         t0 = time.perf_counter()
         step(x, y)
         profiled_s = time.perf_counter() - t0
     conv_us = sum(e.self_cpu_time_total for e in prof.key_averages() if e.key.startswith("aten::") and "conv" in e.key)
-    return {"gflop": flops.get_total_flops() / 1e9, "conv_s": conv_us / 1e6, "profiled_step_s": profiled_s}
+    return {"gflop": gflop, "conv_s": conv_us / 1e6, "profiled_step_s": profiled_s}
 
 
 def _child_argv(args: argparse.Namespace, name: str, out: Path) -> list[str]:
@@ -457,6 +484,7 @@ def print_report(results: dict[str, dict[str, Any]], args: argparse.Namespace, m
     """The results table, the configs used and the time ratios."""
     cuda = args.device == "cuda"
     head = ["net", "params", "median", "min", "max", "Mvox/s", "peak mem"] + (["peak mem (warm-up)"] if cuda else [])
+    head += ["GFLOP/step", "TFLOP/s", "MFU"]
     rows = [
         [
             r["net"],
@@ -468,6 +496,11 @@ def print_report(results: dict[str, dict[str, Any]], args: argparse.Namespace, m
             _fmt_bytes(r["peak_mem_bytes"]),
         ]
         + ([_fmt_bytes(r["peak_mem_warmup_bytes"])] if cuda else [])
+        + [
+            f"{r['flops_per_step'] / 1e9:.3g}",
+            f"{r['flops_per_step'] / r['median_s'] / 1e12:.3g}",
+            f"{r['mfu']:.1%}" if r.get("mfu") is not None else "",
+        ]
         for r in results.values()
     ]
     title = (
@@ -476,6 +509,7 @@ def print_report(results: dict[str, dict[str, Any]], args: argparse.Namespace, m
         f"{args.warmup} warm-up + {args.repeats} repeats"
     )
     print_table(title, head, rows)
+    print(f"  MFU = FLOPs per step (torch.utils.flop_counter) / median step / {machine['peak_flops_kind']}")
     for r in results.values():
         first = f"; compiled, first step (compile + step) {r['first_step_s']:.0f} s" if r.get("compiled") else ""
         print(f"  {r['net']}: {r['config']}{first}")
@@ -502,8 +536,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         result = bench_one(args._single, args)
         args.json.write_text(json.dumps(result))
         return 0
-    results, failed = {}, {}
-    for name in args.nets:
+    results, failed, skipped = {}, {}, {}
+    if "nnunet_plain" in args.nets and not bench_peers.nnunet_available():
+        print(bench_peers.SKIP_NNUNET, flush=True)
+        skipped["nnunet_plain"] = bench_peers.SKIP_NNUNET
+    for name in (n for n in args.nets if n not in skipped):
         print(f"benchmarking {name} ...", flush=True)
         try:  # one net failing (out of memory, say) still leaves the others' rows
             results[name] = bench_subprocess(name, args) if args.device == "cpu" else bench_one(name, args)
@@ -514,6 +551,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                 gc.collect()
                 torch.cuda.empty_cache()
     machine = machine_info(args)
+    machine["peak_flops"], machine["peak_flops_kind"] = bench_peers.peak_flops(args.device)
+    for r in results.values():
+        r["mfu"] = r["flops_per_step"] / r["median_s"] / machine["peak_flops"] if machine["peak_flops"] else None
     print_report(results, args, machine)
     if args.json:
         settings = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items() if k != "_single"}
@@ -522,6 +562,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             "settings": settings,
             "results": results,
             "failed": failed,
+            "skipped": skipped,
             "ratios": ratios(results),
             "ratio_bounds_conv_only": conv_bounds(results),
         }

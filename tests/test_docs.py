@@ -426,6 +426,31 @@ def test_quickstart_runs_as_written(shell):
         shell.run_block(block, where)
 
 
+def quickstart_commands() -> list[str]:
+    """The command lines of the README's quick start as written (trailing comments and outer spaces dropped)."""
+    lines = [
+        line for block in fenced(section(README.read_text(), "Quick start"), "bash") for line in block.splitlines()
+    ]
+    return [re.sub(r"\s+#.*$", "", line).strip() for line in lines if shlex.split(line, comments=True)]
+
+
+def test_ci_runs_the_readme_quick_start_verbatim():
+    """`.ci/run` runs the README's quick-start lines character for character, and installs nothing before them: CI
+    installs and tests exactly what a new user following the README gets."""
+    commands = quickstart_commands()
+    assert commands[0].startswith("pip install -e . && medseg train"), commands
+    assert any(c.endswith("&& python -m pytest -q") for c in commands), commands
+    live = [ln.strip() for ln in (REPO / ".ci" / "run").read_text().splitlines() if shlex.split(ln, comments=True)]
+    at = []
+    for command in commands:
+        hits = [i for i, line in enumerate(live) if line == command or line.startswith(command + " ")]
+        assert hits, f".ci/run does not run the README's `{command}` as written"
+        at.append(hits[0])
+    assert at == sorted(at), "the README's commands run in another order in .ci/run"
+    installs = [ln for ln in live[: at[0]] if re.search(r"\bpip\b|\binstall\b", ln)]
+    assert not installs, f".ci/run installs something before the README's commands: {installs}"
+
+
 def test_extending_walkthrough_runs_as_written(shell):
     text = (REPO / "docs" / "extending.md").read_text()
     written = write_doc_files(text, shell.work)

@@ -16,7 +16,7 @@ HAS_TRITON = importlib.util.find_spec("triton") is not None
 needs_triton = pytest.mark.skipif(not HAS_TRITON, reason="triton is not installed")
 gpu = pytest.mark.gpu
 needs_gpu = pytest.mark.skipif(not CUDA, reason="needs a CUDA GPU")
-SM90_SHARED_LIMIT = 232448  # bytes of shared memory one block may use on H100/H200
+SHARED_LIMIT = {90: 232448, 80: 166912}  # bytes of shared memory one block may use: H100/H200, A100
 
 
 def rel_err(out: torch.Tensor, ref: torch.Tensor) -> float:

@@ -8,7 +8,7 @@ import torch.nn.functional as F
 from kernel_helpers import DEVICE, TOL, force_triton, gpu, leaves, needs_gpu, needs_triton, parity, randn
 
 from medseg.blocks import AttentionGate
-from medseg_kernels import gate
+from medseg_kernels import gate, gate_op
 from medseg_kernels.gate_ref import attention_gate_bwd_ref, attention_gate_ref, interp_matrix, upsample
 
 NAMES = ("x", "g", "w_x", "w_g", "b", "psi", "b_psi")
@@ -90,7 +90,7 @@ def test_reference_gradcheck_and_explicit_backward_float64():
     ins = leaves(*_inputs((1, 3, 4, 2, (5, 4, 3), (3, 2, 2)), torch.float64))
     ins = [t.cpu().detach().requires_grad_() for t in ins]
     assert torch.autograd.gradcheck(attention_gate_ref, tuple(ins))
-    assert torch.autograd.gradcheck(gate.attention_gate_fwd, tuple(ins))  # the op's reference path
+    assert torch.autograd.gradcheck(gate_op.attention_gate_fwd, tuple(ins))  # the op's reference path
     dout = torch.randn_like(ins[0])
     explicit = attention_gate_bwd_ref(dout, *[t.detach() for t in ins])
     auto = torch.autograd.grad(attention_gate_ref(*ins), ins, dout)
@@ -117,7 +117,7 @@ def test_torch_compile_sees_one_op(monkeypatch):
         return gm
 
     ins = [t.cpu() for t in _inputs((1, 4, 6, 3, (6, 5), (3, 3)), torch.float32)]
-    fn = torch.compile(lambda *a: gate.attention_gate_fwd(*a) * 2, backend=backend, fullgraph=True)
+    fn = torch.compile(lambda *a: gate_op.attention_gate_fwd(*a) * 2, backend=backend, fullgraph=True)
     torch.testing.assert_close(fn(*ins), attention_gate_ref(*ins) * 2)
     targets = [str(n.target) for n in graphs[0].graph.nodes if n.op == "call_function"]
     assert sum("attention_gate_fwd" in t for t in targets) == 1, targets

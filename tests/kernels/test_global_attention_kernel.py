@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 import pytest
 import torch
 from kernel_helpers import CUDA, DEVICE, TOL, force_triton, gpu, needs_gpu, needs_triton, parity, randn
@@ -63,6 +65,56 @@ def test_reference_gradcheck_float64():
     assert torch.autograd.gradcheck(lambda a, b, c: global_attn.global_attention_fwd(a, b, c, 0.7)[0], (q, k, v))
 
 
+def test_cuda_choice_follows_the_measured_table():
+    """SDPA wherever gradients are needed and for dk = dv; ours only for inference with dk ≠ dv (H100 numbers)."""
+    assert [(m.same_dims, m.ours_fwd < m.sdpa_fwd, m.ours_train < m.sdpa_train) for m in global_attn.MEASURED] == [
+        (True, False, False),
+        (False, True, False),
+    ]
+    choices = {(same, grad): global_attn.cuda_choice(same, grad) for same in (True, False) for grad in (True, False)}
+    assert choices == {(True, True): "sdpa", (True, False): "sdpa", (False, True): "sdpa", (False, False): "triton"}
+
+
+def _fake_cuda(*shape: int, grad: bool = False, dtype: torch.dtype = torch.bfloat16) -> SimpleNamespace:
+    return SimpleNamespace(shape=shape, dtype=dtype, device="cuda:0", is_cuda=True, requires_grad=grad)
+
+
+@pytest.mark.parametrize("served", [True, False])
+def test_route_on_cuda_inputs(monkeypatch, served):
+    monkeypatch.delenv("MEDSEG_KERNELS", raising=False)
+    monkeypatch.setattr(global_attn, "triton_supported", lambda q, k, v: served)
+    qk, v_pam, v_same = _fake_cuda(1, 1, 64, 32), _fake_cuda(1, 1, 64, 256), _fake_cuda(1, 1, 64, 32)
+    assert global_attn.route(qk, qk, v_pam) == ("triton" if served else "sdpa")  # inference, dk ≠ dv
+    assert global_attn.route(qk, qk, v_same) == "sdpa"  # inference, dk = dv
+    assert global_attn.route(_fake_cuda(1, 1, 64, 32, grad=True), qk, v_pam) == "sdpa"  # training
+    with torch.no_grad():  # requires_grad but no graph recorded: inference
+        assert global_attn.route(_fake_cuda(1, 1, 64, 32, grad=True), qk, v_pam) == ("triton" if served else "sdpa")
+    f64 = _fake_cuda(1, 1, 64, 32, dtype=torch.float64)
+    assert global_attn.route(f64, f64, _fake_cuda(1, 1, 64, 256, dtype=torch.float64)) == "reference"
+    monkeypatch.setenv("MEDSEG_KERNELS", "reference")
+    assert global_attn.route(qk, qk, v_pam) == "reference"
+    monkeypatch.setenv("MEDSEG_KERNELS", "triton")
+    assert global_attn.route(_fake_cuda(1, 1, 64, 32, grad=True), qk, v_same) == ("triton" if served else "reference")
+
+
+def test_route_on_cpu_is_the_reference(monkeypatch):
+    monkeypatch.delenv("MEDSEG_KERNELS", raising=False)
+    q = torch.randn(1, 1, 10, 4, requires_grad=True)
+    assert global_attn.route(q, q, torch.randn(1, 1, 10, 8)) == "reference"
+
+
+@pytest.mark.parametrize("dk, dv", [(8, 40), (16, 16), (24, 8)])
+def test_sdpa_path_matches_float64_reference(dk, dv):
+    """The SDPA formulation (zero-padded to one head dim) gives the reference's values and gradients."""
+    q, k, v, dout = randn(2, 2, 37, dk), randn(2, 2, 37, dk), randn(2, 2, 37, dv), randn(2, 2, 37, dv)
+    errs, _, _ = parity(
+        lambda a, b, c: global_attn.sdpa_attention(a, b, c, 0.7),
+        lambda a, b, c: global_attention_ref(a, b, c, 0.7),
+        (q.cpu(), k.cpu(), v.cpu()), dout.cpu(), "qkv",
+    )  # fmt: skip
+    assert max(errs.values()) < TOL[torch.float32], errs
+
+
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 def test_opcheck(monkeypatch, dtype):
     monkeypatch.setenv("MEDSEG_KERNELS", "reference")
@@ -109,6 +161,25 @@ def test_torch_compile_with_triton_kernels(monkeypatch):
 )
 def test_gpu_parity(monkeypatch, shape, dtype):
     assert CUDA and DEVICE == "cuda"
+    force_triton(monkeypatch)  # our kernels (unforced, training on CUDA routes to SDPA)
     torch.manual_seed(0)
     errs = _parity(shape, dtype)
     assert max(errs.values()) < TOL[dtype], errs
+
+
+@gpu
+@needs_gpu
+@pytest.mark.parametrize("shape", [(2, 4, 4096, 32, 32, None), (1, 1, 3000, 32, 256, 1.0)], ids=str)
+def test_gpu_default_route_matches_reference(monkeypatch, shape):
+    """Unforced on CUDA: training takes SDPA, inference takes ours where dk ≠ dv; both match the reference."""
+    monkeypatch.delenv("MEDSEG_KERNELS", raising=False)
+    b, h, n, dk, dv, scale = shape
+    q, k, v = (
+        randn(b, h, n, dk, dtype=torch.bfloat16),
+        randn(b, h, n, dk, dtype=torch.bfloat16),
+        randn(b, h, n, dv, dtype=torch.bfloat16),
+    )
+    assert global_attn.route(q, k, v) == ("triton" if dk != dv else "sdpa")
+    assert global_attn.route(q.requires_grad_(), k, v) == "sdpa"
+    errs = _parity(shape, torch.bfloat16)
+    assert max(errs.values()) < TOL[torch.bfloat16], errs

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from kernel_helpers import SM90_SHARED_LIMIT, needs_triton
+from kernel_helpers import SHARED_LIMIT, needs_triton
 
 from medseg_kernels import backend
 from medseg_kernels.dispatch import use_triton
@@ -19,26 +19,50 @@ SCRIPT = Path(__file__).with_name("sm90_compile.py")
 FAST = ["global-bf16", "na-bf16-3d", "gate-bf16-up3d"]
 SLOW = [
     "global-fp16-wide", "global-fp32", "global-bf16-d128", "gate-bf16-same3d", "gate-fp16-up2d-wide",
-    "gate-bf16-same3d-wide", "gate-bf16-same3d-limit", "gate-bf16-up3d-limit", "gate-fp32-up3d-wide",
-    "na-bf16-3d-d128", "na-fp32-2d", "na-fp32-3d-d128",
+    "gate-bf16-same3d-wide", "gate-bf16-same3d-limit", "gate-fp32-same3d-limit", "gate-bf16-up3d-limit",
+    "gate-fp32-up3d-wide", "na-bf16-3d-d128", "na-fp32-2d", "na-fp32-3d-d128",
 ]  # fmt: skip
+KERNELS = {"global": ["global.fwd", "global.dkdv", "global.dq"], "gate": ["gate.fwd", "gate.bwd"],
+           "na": ["na.fwd", "na.dq", "na.dkdv"]}  # fmt: skip
+ARCHS = (90, 80)
 
 
 def _compile(cases: list[str]) -> list[dict]:
+    """Run sm90_compile.py for sm_90 and sm_80 side by side (one process each: two cores) and parse its lines."""
     pytest.importorskip("triton.backends.nvidia")
     env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
-    run = subprocess.run([sys.executable, str(SCRIPT), *cases], capture_output=True, text=True, env=env, timeout=900)
-    assert run.returncode == 0, run.stderr[-3000:]
-    return [json.loads(line) for line in run.stdout.splitlines() if line.startswith("{")]
+    procs = [
+        subprocess.Popen(
+            [sys.executable, str(SCRIPT), "--arch", str(arch), *cases],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=env,
+        )  # fmt: skip
+        for arch in ARCHS
+    ]
+    lines = []
+    for proc in procs:
+        out, err = proc.communicate(timeout=1200)
+        assert proc.returncode == 0, err[-3000:]
+        lines += [json.loads(line) for line in out.splitlines() if line.startswith("{")]
+    return lines
 
 
 @needs_triton
 @pytest.mark.parametrize("cases", [FAST, pytest.param(SLOW, marks=pytest.mark.slow)], ids=["fast", "slow"])
 def test_kernels_compile_for_sm90_within_shared_memory(cases):
-    kernels = _compile(cases)
-    assert len(kernels) >= 2 * len(cases)
-    for k in kernels:
-        assert k["shared"] <= SM90_SHARED_LIMIT, k
+    """What production would launch (its own candidate choice, compiled for the target by the installed Triton) fits
+    sm_90 and sm_80, and every case (the supported widths and dtypes up to their limits) has a fitting candidate."""
+    lines = _compile(cases)
+    assert [line for line in lines if "error" in line] == []
+    for case in cases:
+        for arch in ARCHS:
+            launches = [line for line in lines if line["case"] == case and line["arch"] == arch and "kernel" in line]
+            assert [line["kernel"] for line in launches] == KERNELS[case.split("-")[0]], (case, arch)
+            for line in launches:
+                assert 0 < line["shared"] <= SHARED_LIMIT[arch], line
+                assert all(isinstance(need, str) or need > SHARED_LIMIT[arch] for _, need in line["tried"]), line
 
 
 def test_backend_env_var(monkeypatch):
@@ -73,7 +97,7 @@ def test_package_works_without_triton():
 
 
 def test_gate_width_limit_falls_back_to_reference(monkeypatch):
-    from medseg_kernels.gate import triton_supported
+    from medseg_kernels.gate_op import triton_supported
 
     monkeypatch.setenv("MEDSEG_KERNELS", "triton")
     x, g_same, g_half = torch.zeros(1, 256, 2, 2), torch.zeros(1, 256, 2, 2), torch.zeros(1, 512, 1, 1)
