@@ -16,7 +16,7 @@ def print_train_summary(metrics: dict[str, Any], run_dir: str) -> None:
     table.add_column("class")
     table.add_column("val Dice", justify="right")
     for name, value in metrics["val_dice_per_class"].items():
-        table.add_row(name, f"{value:.4f}")
+        table.add_row(name, "– (absent in every case)" if value is None else f"{value:.4f}")
     table.add_row("[bold]mean foreground[/]", f"[bold]{metrics['val_dice']:.4f}[/]")
     out.print(table)
     m = metrics

@@ -155,7 +155,7 @@ def _best_metrics(cfg: DictConfig, trainer: L.Trainer, module: Any, dm: Any, run
     trainer.validate(module, datamodule=dm, ckpt_path=best, verbose=False)
     per_class = module.last_val["per_class"]
     return {
-        "val_dice": float(sum(per_class) / max(len(per_class), 1)),
+        "val_dice": float(module.last_val["dice"]),
         "val_dice_per_class": dict(zip(_class_names(dm), per_class, strict=False)),
         "val_per_case": dict(zip(module.last_val["cases"], module.last_val["per_case"], strict=False)),
         "best_epoch": best_epoch or int(trainer.current_epoch),
