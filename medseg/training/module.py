@@ -10,7 +10,7 @@ import torch
 from monai.inferers import sliding_window_inference
 from torch import nn
 
-from medseg.training.losses import with_deep_supervision
+from medseg.training.losses import deep_supervision_weights, split_zero_heads, with_deep_supervision
 
 
 def dice_per_class(pred: torch.Tensor, label: torch.Tensor, num_classes: int) -> torch.Tensor:
@@ -39,6 +39,23 @@ def dice_per_class(pred: torch.Tensor, label: torch.Tensor, num_classes: int) ->
     return out
 
 
+def _deep_supervision(net: nn.Module, ds_weights: list[float] | str | None) -> tuple[int, list[float] | None]:
+    """``(outputs, weights)`` of the loss; heads whose weight is 0 (the coarse end) are dropped from ``net``."""
+    n_out = 1 + int(getattr(net, "deep_supervision", 0) or 0)
+    if n_out == 1:
+        return 1, None
+    weights, n_zero = split_zero_heads(deep_supervision_weights(n_out, ds_weights))
+    if n_zero:
+        drop = getattr(net, "drop_deep_supervision", None)
+        if drop is None:
+            raise ValueError(
+                f"model.ds_weights={ds_weights}: {type(net).__name__} cannot drop its zero-weight heads; lower "
+                "model.net.deep_supervision instead"
+            )
+        drop(n_zero)
+    return len(weights), (weights if len(weights) > 1 else None)
+
+
 class SegmentationModule(L.LightningModule):
     """Trains any network of the zoo.
 
@@ -51,7 +68,11 @@ class SegmentationModule(L.LightningModule):
         roi_size: sliding-window size in the 3D volume; ``(H, W, 1)`` for 2D networks.
         overlap: sliding-window overlap.
         sw_batch_size: windows per forward pass.
-        ds_weights: deep-supervision weights (None: nnU-Net's 1/2^i with the coarsest at 0).
+        ds_weights: deep-supervision loss weights, finest first: ``None``/``halving`` (1/2^i for every output,
+            normalised: every head the network builds is trained), ``nnunet`` (nnU-Net's 1/2^i with the coarsest
+            at 0) or a list. Outputs whose weight is 0 at the coarse end are removed from the network
+            (``net.drop_deep_supervision``: the head and a decoder block that only feeds it are not kept), so no
+            parameter is left without gradient.
         compile: run the training forward through ``torch.compile`` (inductor). The module's parameters and
             checkpoints are unchanged (the compiled callable is not a submodule); validation and prediction stay
             eager (their window batches have other shapes). Off by default: on the 2-core CPU a step is 5-8 %
@@ -68,14 +89,13 @@ class SegmentationModule(L.LightningModule):
         roi_size: Sequence[int] = (64, 64, 64),
         overlap: float = 0.5,
         sw_batch_size: int = 4,
-        ds_weights: list[float] | None = None,
+        ds_weights: list[float] | str | None = None,
         compile: bool = False,
     ) -> None:
         super().__init__()
         self.save_hyperparameters(ignore=["net", "loss", "optimizer", "scheduler"])
         self.net, self.optimizer_factory, self.scheduler_factory = net, optimizer, scheduler
-        n_out = 1 + int(getattr(net, "deep_supervision", 0) or 0)
-        self.loss = with_deep_supervision(loss, n_out, ds_weights)
+        self.loss = with_deep_supervision(loss, *_deep_supervision(net, ds_weights))
         self.num_classes, self.roi_size = num_classes, list(roi_size)
         self.overlap, self.sw_batch_size = overlap, sw_batch_size
         self.is_2d = getattr(net, "spatial_dims", 3) == 2
