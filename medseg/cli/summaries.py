@@ -26,6 +26,11 @@ def print_train_summary(metrics: dict[str, Any], run_dir: str) -> None:
         f"best epoch {m['best_epoch']} of {m['epochs']} · {m['n_train']} train / {m['n_val']} val cases · "
         f"{m['train_seconds']:.0f} s{waiting}\nrun dir: {run_dir}  ({contents('train')})"
     )
+    if m.get("validated_in_training") is False:
+        out.print(
+            "[yellow]no validation ran during training[/] (trainer.max_epochs < trainer.check_val_every_n_epoch): "
+            "the checkpoint is the final weights, validated once after training, not chosen among epochs"
+        )
 
 
 def print_cv_summary(summary: dict[str, Any], run_dir: str) -> None:
@@ -42,8 +47,20 @@ def print_cv_summary(summary: dict[str, Any], run_dir: str) -> None:
     out.print(
         f"Dice over folds {summary['dice_mean']:.4f} ± {summary['dice_std']:.4f} · over cases "
         f"{summary['dice_case_mean']:.4f} ± {summary['dice_case_std']:.4f}\n"
+        f"HD95 at the worst case (a mask empty): {summary.get('hd95_worst_case', 0)} (case, class) pair(s) · "
+        f"absent in both masks (excluded): {summary.get('absent_in_both', 0)}\n"
         f"run dir: {run_dir}  ({contents('cv')})"
     )
+    _unvalidated(summary)
+
+
+def _unvalidated(summary: dict[str, Any], what: str = "") -> None:
+    folds = summary.get("unvalidated_folds") or []
+    if folds:
+        out.print(
+            f"[yellow]{what}fold(s) {', '.join(map(str, folds))}: no validation ran during training[/]; their "
+            "checkpoint is the final weights (validated once after training, not chosen among epochs)"
+        )
 
 
 def print_turbolift_summary(summary: dict[str, Any], run_dir: str) -> None:
