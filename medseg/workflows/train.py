@@ -60,7 +60,9 @@ def split_function(cfg: DictConfig, run: RunDir, dm: Any) -> Callable[[list[str]
         return lambda ids: load_or_create_split(run.splits, ids, dm.val_fraction, dm.seed)
 
     def fold_split(ids: list[str]) -> dict[str, list[str]]:
-        splits = load_or_create_cv_splits(run.splits, ids, cv.folds, cv.seed, dm.val_fraction, cv.get("splits_file"))
+        splits = load_or_create_cv_splits(
+            run.splits, ids, cv.folds, cv.seed, dm.val_fraction, cv.get("splits_file"), cv.get("inner_val", True)
+        )
         if not 0 <= cv.fold < len(splits["folds"]):
             raise ValueError(f"cv.fold={cv.fold} is outside the {len(splits['folds'])} folds of the split")
         return splits["folds"][cv.fold]
