@@ -68,6 +68,12 @@ def print_turbolift_summary(summary: dict[str, Any], run_dir: str) -> None:
     for st in summary["stages"]:
         if st.get("dice_mean") is not None:
             out.print(f"stage {st['name']}: Dice {st['dice_mean']:.4f} ± {st['dice_std']:.4f} (folds)")
+        elif st.get("mode") == "per_fold":
+            left = ", ".join(f"fold {k}: {n}" for k, n in st["excluded_cases"].items())
+            out.print(
+                f"stage {st['name']}: one model per fold (its patients are tested later; cases left out: {left}), "
+                f"mean val Dice {st['val_dice']:.4f}"
+            )
         else:
             out.print(f"stage {st['name']}: one model, val Dice {st['val_dice']:.4f}")
     table = Table(title=f"final stage {summary['final_stage']}: Turbolift vs baselines")
@@ -80,7 +86,9 @@ def print_turbolift_summary(summary: dict[str, Any], run_dir: str) -> None:
         "Mann–Whitney p",
     ):
         table.add_column(col, justify="right")
+    notes: dict[str, None] = {}
     for method, row in summary["methods"].items():
+        notes.update(dict.fromkeys(row.get("notes") or []))
         delta = (
             "-" if "mean_diff" not in row else f"{row['mean_diff']:+.4f} [{row['ci95'][0]:+.3f}, {row['ci95'][1]:+.3f}]"
         )
@@ -93,4 +101,12 @@ def print_turbolift_summary(summary: dict[str, Any], run_dir: str) -> None:
             "-" if "mannwhitney_p" not in row else f"{row['mannwhitney_p']:.4g}",
         )
     out.print(table)
+    for note in notes:
+        out.print(f"[yellow]note:[/] {note}")
+    audit = summary.get("leakage_audit") or {}
+    if audit:
+        checked = sum(len(rows) for rows in audit["chains"].values())
+        verdict = "clean" if audit["clean"] else f"[red]{audit['leaks']} leak(s)[/]"
+        chains = len(audit["chains"])
+        out.print(f"leakage audit ({checked} folds of {chains} chains, test patients vs ancestors): {verdict}")
     out.print(f"run dir: {run_dir}  ({contents('turbolift')})")
