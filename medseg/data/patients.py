@@ -81,29 +81,33 @@ def _read_csv(path: Path, stage: str) -> dict[str, str]:
 def assign_patient_folds(stages: Sequence[Mapping[str, str]], n_folds: int, seed: int) -> dict[str, int]:
     """``{patient: test fold}``: each patient gets one fold, the same at every stage.
 
-    Stages are given in priority order (the final stage first): each stage's still unassigned patients, in a
-    seeded random order, go to the fold with the fewest of that stage's cases so far (ties: the lower fold), so the
-    first stage's folds are as balanced as its case count allows and later ones as balanced as the shared patients
-    leave them.
+    Stages are given in priority order (the final stage first). Each stage's fold sizes aim at the K-fold sizes of
+    its case count (``n // K``, the first ``n % K`` folds one more); its still unassigned patients, in a seeded random
+    order (``default_rng(seed)`` per stage), go to the lowest fold with room left, else to the fold with the fewest of
+    its cases. With one case per patient and no patient shared with an earlier-priority stage this is exactly
+    :func:`medseg.data.splits.kfold_splits`'s test folds.
 
     Args:
         stages: ``{case: patient}`` of each stage that runs CV, in priority order.
         n_folds: number of folds.
         seed: seed of the order.
     """
-    rng = np.random.default_rng(seed)
     fold_of: dict[str, int] = {}
     for cases in stages:
         per_patient = Counter(cases.values())
+        n = len(cases)
+        target = [n // n_folds + (1 if k < n % n_folds else 0) for k in range(n_folds)]
         counts = [0] * n_folds
-        for patient, n in per_patient.items():
+        for patient, n_cases in per_patient.items():
             if patient in fold_of:
-                counts[fold_of[patient]] += n
+                counts[fold_of[patient]] += n_cases
         new = sorted(p for p in per_patient if p not in fold_of)
-        for i in rng.permutation(len(new)):
-            k = min(range(n_folds), key=lambda j: (counts[j], j))
+        for i in np.random.default_rng(seed).permutation(len(new)):
+            size = per_patient[new[i]]
+            room = [k for k in range(n_folds) if counts[k] + size <= target[k]]
+            k = room[0] if room else min(range(n_folds), key=lambda j: (counts[j], j))
             fold_of[new[i]] = k
-            counts[k] += per_patient[new[i]]
+            counts[k] += size
     return fold_of
 
 

@@ -147,3 +147,18 @@ def test_audit_catches_the_old_independent_splits(tmp_path):
         stage = old[1] if row["stage"] == "stage_1_cbct" else old[2]
         assert ct["model"] == "stage_0_ct" and ct["shared_patients"] == stage.splits["folds"][row["fold"]]["test"]
     assert sum(r["leaks"] for r in audit) >= 2 * FOLDS  # at least the CT model in every fold of both stages
+
+
+def test_disjoint_stages_get_exactly_the_plain_kfold():
+    """With one case per patient and no shared patient, every CV stage's folds are those of ``kfold_splits`` (the
+    folds a plain ``medseg cv`` with the same seed draws)."""
+    cbct, tst = _ids("cbct", range(10)), _ids("tst", range(6))
+    fold_of = assign_patient_folds([_identity(tst), _identity(cbct)], FOLDS, SEED)
+    plans = plan_chain(
+        ["cbct", "tst"], [_identity(cbct), _identity(tst)], [True, True], fold_of, FOLDS, [0.25] * 2, SEED
+    )
+    for plan, ids in zip(plans, (cbct, tst), strict=True):
+        old = kfold_splits(ids, FOLDS, SEED, 0.25)["folds"]
+        assert [{k: f[k] for k in ("train", "val", "test")} for f in plan.splits["folds"]] == [
+            {k: f[k] for k in ("train", "val", "test")} for f in old
+        ]
