@@ -202,6 +202,12 @@ def test_class_names_from_dataset_json(tmp_path) -> None:
     assert out["classes"] == ["organ", "lesion"] and set(out["per_case"][0]["metrics"]) == {"organ", "lesion"}
     assert evaluate_folder(pred_dir, label_dir, classes=[2])["classes"] == ["lesion"]
     assert evaluate_folder(pred_dir, label_dir, names={1: "a", 2: "b"})["classes"] == ["a", "b"]
+    # the names reach `medseg compare --metric lesion_dice` (it failed on "1"/"2" before)
+    from medseg.evaluation.stats import compare_runs
+
+    (tmp_path / "a.json").write_text(json.dumps(out))
+    (tmp_path / "b.json").write_text(json.dumps(out))
+    assert compare_runs(tmp_path / "a.json", tmp_path / "b.json", "lesion_dice", n_boot=100)["mean_diff"] == 0.0
 
 
 def test_itk_label_matches_nifti_prediction(tmp_path) -> None:
