@@ -17,7 +17,8 @@ A **train run** (``medseg train``, one CV fold, one Turbolift stage without CV):
 
 A **CV run** (``medseg cv``): ``splits.json``, ``fold_<k>/`` (train runs), ``cv_summary.json``, ``per_case.csv``,
 ``per_case_dice.png``, ``report.md``. A **Turbolift run**: ``stage_<i>_<name>/`` (train or CV runs),
-``baseline_<name>/`` (CV runs), ``turbolift_summary.json``, ``turbolift_methods.png``. Any run may hold
+``baseline_<name>/`` (CV runs; ``baseline_reverse/chain/stage_<i>_<name>/`` holds the reversed chain's earlier
+stages), ``turbolift_summary.json``, ``turbolift_methods.png``. Any run may hold
 ``training_curves.png``.
 """
 
@@ -178,6 +179,11 @@ class RunDir:
 
     def baseline(self, name: str) -> RunDir:
         return RunDir(self.path / f"baseline_{name}")
+
+    @property
+    def chain(self) -> RunDir:
+        """The earlier stages of a baseline that is itself a chain (``baseline_reverse/chain/stage_<i>_<name>/``)."""
+        return RunDir(self.path / "chain")
 
     def child(self, name: str) -> RunDir:
         """A sub-run named in a summary (``final_stage_dir``), refusing names that leave this folder."""

@@ -21,14 +21,16 @@ def parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="medseg compare",
         description=f"Paired per-case comparison of two runs ({SUMMARY_FILE}): mean difference B − A, bootstrap "
-        "95% CI, Wilcoxon signed-rank and Mann–Whitney U p-values.",
+        "95% CI (BCa, scipy), Wilcoxon signed-rank and Mann–Whitney U p-values, with warnings when too few cases "
+        "make them meaningless (docs/evaluation.md).",
     )
     parser.add_argument("run_a", type=Path, help=f"run folder (or its {SUMMARY_FILE}) of method A")
     parser.add_argument("run_b", type=Path, help=f"run folder (or its {SUMMARY_FILE}) of method B")
     parser.add_argument(
         "--metric",
         default="dice_mean",
-        help="per-case value: dice_mean, hd95_mean, nsd_mean or <class>_<metric> (default dice_mean)",
+        help="per-case value: dice_mean, hd95_mean, nsd_mean or <class name>_<metric>, e.g. liver_dice "
+        "(default dice_mean)",
     )
     parser.add_argument("--n-boot", type=int, default=10000, help="bootstrap resamples (default 10000)")
     parser.add_argument("--seed", type=int, default=0, help="bootstrap seed (default 0)")
@@ -43,8 +45,9 @@ def _f(value: Any, digits: int = 4) -> str:
 def print_comparison(result: dict[str, Any]) -> None:
     """One table: n, means of A and B, mean difference B − A, its 95% CI and the two p-values."""
     table = Table(title=f"medseg compare — {result['metric']} (difference = B − A)")
-    for col in ("n", "mean A", "mean B", "mean diff", "95% CI", "Wilcoxon p", "Mann–Whitney p"):
-        table.add_column(col, justify="right", no_wrap=col == "95% CI")
+    ci = f"95% CI ({result['ci_method']})"
+    for col in ("n", "mean A", "mean B", "mean diff", ci, "Wilcoxon p", "Mann–Whitney p"):
+        table.add_column(col, justify="right", no_wrap=col == ci)
     lo, hi = result["ci95"]
     table.add_row(
         str(result["n"]),
@@ -57,9 +60,17 @@ def print_comparison(result: dict[str, Any]) -> None:
     )
     out.print(table)
     out.print(f"A: {result['run_a']}\nB: {result['run_b']}")
-    for key, label in (("only_a", "only in A"), ("only_b", "only in B"), ("undefined", "undefined value, left out")):
-        if result[key]:
+    for key, label in (
+        ("only_a", "only in A"),
+        ("only_b", "only in B"),
+        ("undefined", "without a value (class absent in both masks), left out"),
+        ("worst_case_a", "of A at the worst-case HD95 (a mask empty)"),
+        ("worst_case_b", "of B at the worst-case HD95 (a mask empty)"),
+    ):
+        if result.get(key):
             out.print(f"[yellow]{len(result[key])} case(s) {label}:[/] {', '.join(result[key][:10])}")
+    for note in result.get("notes", []):
+        out.print(f"[yellow]note:[/] {note}")
 
 
 def run(argv: list[str]) -> int:

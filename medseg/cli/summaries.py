@@ -16,7 +16,7 @@ def print_train_summary(metrics: dict[str, Any], run_dir: str) -> None:
     table.add_column("class")
     table.add_column("val Dice", justify="right")
     for name, value in metrics["val_dice_per_class"].items():
-        table.add_row(name, f"{value:.4f}")
+        table.add_row(name, "– (absent in every case)" if value is None else f"{value:.4f}")
     table.add_row("[bold]mean foreground[/]", f"[bold]{metrics['val_dice']:.4f}[/]")
     out.print(table)
     m = metrics
@@ -26,6 +26,11 @@ def print_train_summary(metrics: dict[str, Any], run_dir: str) -> None:
         f"best epoch {m['best_epoch']} of {m['epochs']} · {m['n_train']} train / {m['n_val']} val cases · "
         f"{m['train_seconds']:.0f} s{waiting}\nrun dir: {run_dir}  ({contents('train')})"
     )
+    if m.get("validated_in_training") is False:
+        out.print(
+            "[yellow]no validation ran during training[/] (trainer.max_epochs < trainer.check_val_every_n_epoch): "
+            "the checkpoint is the final weights, validated once after training, not chosen among epochs"
+        )
 
 
 def print_cv_summary(summary: dict[str, Any], run_dir: str) -> None:
@@ -42,8 +47,20 @@ def print_cv_summary(summary: dict[str, Any], run_dir: str) -> None:
     out.print(
         f"Dice over folds {summary['dice_mean']:.4f} ± {summary['dice_std']:.4f} · over cases "
         f"{summary['dice_case_mean']:.4f} ± {summary['dice_case_std']:.4f}\n"
+        f"HD95 at the worst case (a mask empty): {summary.get('hd95_worst_case', 0)} (case, class) pair(s) · "
+        f"absent in both masks (excluded): {summary.get('absent_in_both', 0)}\n"
         f"run dir: {run_dir}  ({contents('cv')})"
     )
+    _unvalidated(summary)
+
+
+def _unvalidated(summary: dict[str, Any], what: str = "") -> None:
+    folds = summary.get("unvalidated_folds") or []
+    if folds:
+        out.print(
+            f"[yellow]{what}fold(s) {', '.join(map(str, folds))}: no validation ran during training[/]; their "
+            "checkpoint is the final weights (validated once after training, not chosen among epochs)"
+        )
 
 
 def print_turbolift_summary(summary: dict[str, Any], run_dir: str) -> None:
@@ -51,6 +68,12 @@ def print_turbolift_summary(summary: dict[str, Any], run_dir: str) -> None:
     for st in summary["stages"]:
         if st.get("dice_mean") is not None:
             out.print(f"stage {st['name']}: Dice {st['dice_mean']:.4f} ± {st['dice_std']:.4f} (folds)")
+        elif st.get("mode") == "per_fold":
+            left = ", ".join(f"fold {k}: {n}" for k, n in st["excluded_cases"].items())
+            out.print(
+                f"stage {st['name']}: one model per fold (its patients are tested later; cases left out: {left}), "
+                f"mean val Dice {st['val_dice']:.4f}"
+            )
         else:
             out.print(f"stage {st['name']}: one model, val Dice {st['val_dice']:.4f}")
     table = Table(title=f"final stage {summary['final_stage']}: Turbolift vs baselines")
@@ -63,7 +86,9 @@ def print_turbolift_summary(summary: dict[str, Any], run_dir: str) -> None:
         "Mann–Whitney p",
     ):
         table.add_column(col, justify="right")
+    notes: dict[str, None] = {}
     for method, row in summary["methods"].items():
+        notes.update(dict.fromkeys(row.get("notes") or []))
         delta = (
             "-" if "mean_diff" not in row else f"{row['mean_diff']:+.4f} [{row['ci95'][0]:+.3f}, {row['ci95'][1]:+.3f}]"
         )
@@ -76,4 +101,12 @@ def print_turbolift_summary(summary: dict[str, Any], run_dir: str) -> None:
             "-" if "mannwhitney_p" not in row else f"{row['mannwhitney_p']:.4g}",
         )
     out.print(table)
+    for note in notes:
+        out.print(f"[yellow]note:[/] {note}")
+    audit = summary.get("leakage_audit") or {}
+    if audit:
+        checked = sum(len(rows) for rows in audit["chains"].values())
+        verdict = "clean" if audit["clean"] else f"[red]{audit['leaks']} leak(s)[/]"
+        chains = len(audit["chains"])
+        out.print(f"leakage audit ({checked} folds of {chains} chains, test patients vs ancestors): {verdict}")
     out.print(f"run dir: {run_dir}  ({contents('turbolift')})")

@@ -13,15 +13,17 @@ USAGE = "medseg turbolift [stages=...] [key=value ...]"
 HELP = f"""usage: {USAGE}
 
 Turbolift: train one network serially on a chain of related tasks; the first stage trains on all of its data, every
-later stage runs K-fold cross-validation where fold k starts from fold k of the previous stage. The final stage is
-compared with training from scratch and with direct transfer on the same folds (paired tests). With no options it
-runs the built-in synthetic CT -> CBCT -> CBCT-TST chain.
+later stage runs K-fold cross-validation where fold k starts from fold k of the previous stage. Folds are drawn per
+patient across the chain and audited for leakage before training. The final stage is compared with training from
+scratch, direct transfer and the reversed chain on the same folds (paired tests). With no options it runs the
+built-in synthetic CT -> CBCT -> CBCT-TST chain; --config-name turbolift_study runs its power study.
 
 main options:
   cv.folds=K                     folds of every CV stage (default 3)
   trainer.max_epochs=N           epochs per stage and fold
   stages=[...]                   your own chain (name, cv, data, overrides per stage; docs/turbolift.md)
-  baselines.scratch=false        skip a baseline (scratch, direct)
+  baselines.scratch=false        skip a baseline (scratch, direct, reverse)
+  patients.regex='(\\d+)$'        which case ids are the same patient (or patients.csv=FILE)
   hydra.run.dir=PATH             where the run directory goes
 
 example:

@@ -48,15 +48,16 @@ log = logging.getLogger(__name__)
 
 
 def generate_dataset(generate: str | None, root: Path) -> None:
-    """Build a built-in synthetic dataset into ``root`` once: ``demo`` or ``turbolift:<stage>``."""
+    """Build a built-in synthetic dataset into ``root`` once: ``demo`` or ``turbolift:<stage>[:<cases>]``."""
     if generate == "demo":
         make_demo_dataset(root)
     elif generate and generate.startswith("turbolift:"):
         from medseg.data.turbolift_demo import make_stage_dataset
 
-        make_stage_dataset(root, generate.split(":", 1)[1])
+        _, stage, *cases = generate.split(":")
+        make_stage_dataset(root, stage, n_cases=int(cases[0]) if cases else None)
     elif generate:
-        raise ValueError(f"data.generate must be 'demo', 'turbolift:<stage>' or null, got {generate!r}")
+        raise ValueError(f"data.generate must be 'demo', 'turbolift:<stage>[:<cases>]' or null, got {generate!r}")
 
 
 def worker_context() -> Any:

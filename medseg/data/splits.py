@@ -99,10 +99,14 @@ def validate_split(split: dict, case_ids: list[str], path: Path) -> None:
         raise DatasetError(f"{path}: cases {both} are in both 'train' and 'val'")
 
 
-def kfold_splits(case_ids: list[str], n_folds: int, seed: int, val_fraction: float) -> dict[str, Any]:
+def kfold_splits(
+    case_ids: list[str], n_folds: int, seed: int, val_fraction: float, inner_val: bool = True
+) -> dict[str, Any]:
     """Seeded K-fold over sorted case ids; each fold's validation cases are carved from its training part.
 
-    Model selection uses ``val`` only, so the ``test`` fold never influences the chosen checkpoint.
+    Model selection uses ``val`` only, so the ``test`` fold never influences the chosen checkpoint. With
+    ``inner_val=False`` (nnU-Net's protocol, :func:`without_inner_val`) every fold trains on all its other cases and
+    validates on its test fold.
     """
     ids = sorted(case_ids)
     if not 2 <= n_folds <= len(ids):
@@ -116,7 +120,39 @@ def kfold_splits(case_ids: list[str], n_folds: int, seed: int, val_fraction: flo
         rest = [c for c in ids if c not in set(test)]
         inner = train_val_split(rest, val_fraction, seed + 1 + k)
         folds.append({"fold": k, "train": inner["train"], "val": inner["val"], "test": test})
-    return {"n_folds": n_folds, "seed": seed, "val_fraction": val_fraction, "folds": folds}
+    splits = {"n_folds": n_folds, "seed": seed, "val_fraction": val_fraction, "folds": folds}
+    return splits if inner_val else without_inner_val(splits)
+
+
+def without_inner_val(splits: dict[str, Any]) -> dict[str, Any]:
+    """The folds as nnU-Net runs them (``cv.inner_val=false``): train on every case outside the test fold, validate
+    on the test fold. Checkpoint selection on those cases would be optimistic, so such runs test their final
+    weights (docs/evaluation.md)."""
+    folds = []
+    for k, fold in enumerate(splits["folds"]):
+        train = sorted((set(fold["train"]) | set(fold["val"])) - set(fold["test"]))
+        folds.append({**fold, "fold": fold.get("fold", k), "train": train, "val": list(fold["test"])})
+    return {**splits, "inner_val": False, "folds": folds}
+
+
+def from_nnunet_splits(
+    entries: list[Any], case_ids: list[str], seed: int, val_fraction: float, source: Path
+) -> dict[str, Any]:
+    """Our folds from nnU-Net's ``splits_final.json`` (a list of ``{"train", "val"}``): nnU-Net's ``val`` is the
+    held-out fold (our ``test``); our validation cases are carved from its ``train`` (seeded, as in
+    :func:`kfold_splits`) so that the test fold never selects the checkpoint."""
+    folds = []
+    for k, entry in enumerate(entries):
+        if not isinstance(entry, dict) or not all(isinstance(entry.get(key), list) for key in ("train", "val")):
+            raise DatasetError(f"{source}: nnU-Net fold {k} must be an object with 'train' and 'val' lists of case ids")
+        train, test = sorted(map(str, entry["train"])), sorted(map(str, entry["val"]))
+        if len(train) < 2:
+            raise DatasetError(f"{source}: nnU-Net fold {k} has {len(train)} training case(s); need at least 2")
+        inner = train_val_split(train, val_fraction, seed + 1 + k)
+        folds.append({"fold": k, "train": inner["train"], "val": inner["val"], "test": test})
+    splits = {"n_folds": len(folds), "seed": seed, "val_fraction": val_fraction, "source": "nnU-Net", "folds": folds}
+    validate_cv_splits(splits, case_ids, source)
+    return splits
 
 
 def validate_cv_splits(splits: dict[str, Any], case_ids: list[str], path: Path) -> None:
@@ -132,7 +168,12 @@ def validate_cv_splits(splits: dict[str, Any], case_ids: list[str], path: Path) 
             unknown = sorted(set(fold[key]) - known)
             if unknown:
                 raise DatasetError(f"{path}: fold {k}: '{key}' names unknown cases {unknown}")
-        for a, b in (("train", "val"), ("train", "test"), ("val", "test")):
+        pairs = [("train", "val"), ("train", "test"), ("val", "test")]
+        if splits.get("inner_val") is False:  # nnU-Net's protocol: validation on the test fold itself
+            if sorted(fold["val"]) != sorted(fold["test"]):
+                raise DatasetError(f"{path}: fold {k}: with inner_val false, 'val' must equal 'test'")
+            pairs = pairs[:2]
+        for a, b in pairs:
             both = sorted(set(fold[a]) & set(fold[b]))
             if both:
                 raise DatasetError(f"{path}: fold {k}: cases {both} are in both '{a}' and '{b}'")
@@ -151,19 +192,38 @@ def load_or_create_cv_splits(
     user_file: str | Path | None = None,
     in_use: bool = False,
     pending: Pending | None = None,
+    inner_val: bool = True,
 ) -> dict[str, Any]:
     """A user split file (validated) wins, then an existing ``path`` drawn with the same settings (one drawn with
-    others is redrawn when no fold trained on it yet, else refused); otherwise a new seeded K-fold is saved."""
+    others is redrawn when no fold trained on it yet, else refused); otherwise a new seeded K-fold is saved.
+
+    A user file is ours (``{"folds": [{train, val, test}]}``) or nnU-Net's ``splits_final.json`` (a list of
+    ``{train, val}``, converted by :func:`from_nnunet_splits`). ``inner_val=False`` validates every fold on its test
+    fold (:func:`without_inner_val`, nnU-Net's protocol). With ``pending`` a new file is left to the caller to write.
+    """
     source = Path(user_file).expanduser() if user_file else path
     wanted = {"n_folds": n_folds, "seed": seed, "val_fraction": val_fraction}
-    if source.is_file() and (user_file or not _stale(_read_json(source), wanted, source, in_use)):
-        splits = _read_json(source)
-        validate_cv_splits(splits, case_ids, source)
-        if source != path:
-            _save(path, splits, pending)
-        return splits
+    if source.is_file():
+        loaded = _read_json(source)
+        if user_file or not _stale(loaded, wanted, source, in_use):
+            splits = loaded
+            if isinstance(splits, list):
+                splits = from_nnunet_splits(splits, case_ids, seed, val_fraction, source)
+            if not isinstance(splits, dict):
+                raise DatasetError(f"{source}: expected a 'folds' list of {{train, val, test}} entries")
+            validate_cv_splits(splits, case_ids, source)
+            if splits.get("inner_val") is False and inner_val:
+                raise DatasetError(
+                    f"{source}: written with cv.inner_val=false (each fold validated on its test fold); set "
+                    "cv.inner_val=false, or use another splits file"
+                )
+            if not inner_val and splits.get("inner_val") is not False:
+                splits = without_inner_val(splits)
+            if source != path or splits != loaded:
+                _save(path, splits, pending)
+            return splits
     if user_file:
         raise DatasetError(f"cv.splits_file={user_file}: file not found")
-    splits = kfold_splits(case_ids, n_folds, seed, val_fraction)
+    splits = kfold_splits(case_ids, n_folds, seed, val_fraction, inner_val)
     _save(path, splits, pending)
     return splits

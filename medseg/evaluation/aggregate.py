@@ -3,11 +3,14 @@
 Conventions used everywhere in this module:
 
 - std is the *sample* standard deviation (``ddof=1``) when at least two values exist, else ``0.0``.
-- ``None`` metric values (an undefined HD95, see :mod:`medseg.evaluation.metrics`) and missing ones are excluded
-  from means/stds/medians and counted (``n_undefined``, ``hd95_undefined``); a statistic over no value is ``None``.
-- A case's ``<metric>_mean`` is the mean over its classes with a defined value; "over cases" statistics
-  (``dice_case_mean``) treat every case alike; "over folds" statistics (``dice_mean``/``dice_std`` of a CV) are
-  the mean/std of the per-fold means.
+- ``None`` metric values — a class absent from both prediction and reference (see :mod:`medseg.evaluation.metrics`)
+  — are excluded from means/stds/medians and counted (per class ``n_undefined``, overall ``absent_in_both``); a
+  statistic over no value is ``None``. A worst-case HD95 (one mask empty: the image diagonal) is a value like any
+  other and is counted (per class ``n_worst_case``, overall ``hd95_worst_case``).
+- A case's ``<metric>_mean`` is the mean over its classes with a defined value; a case whose every class is absent
+  has none and is left out of the over-cases statistics (``cases_without_foreground``). "Over cases" statistics
+  (``dice_case_mean``) treat every case alike; "over folds" statistics (``dice_mean``/``dice_std`` of a CV) are the
+  mean/std of the per-fold means (each the mean over that fold's cases).
 """
 
 from __future__ import annotations
@@ -26,8 +29,9 @@ from medseg.fileio import atomic_write_text
 SUMMARY_METRICS = ("dice", "hd95", "nsd")
 CSV_METRICS = ("dice", "hd95", "nsd", "vol_diff_ml")
 EMPTY_POLICY = (
-    "both masks empty: dice=iou=nsd=1, hd95=0; only one empty: dice=iou=nsd=0, hd95 undefined (null), "
-    "excluded from HD95 statistics and counted in hd95_undefined"
+    "a class absent from both masks has no score (null): it is excluded from every mean and counted in "
+    "absent_in_both; only one mask empty: dice=iou=nsd=0 and hd95 = the image diagonal in mm (worst case), "
+    "included in every mean and counted in hd95_worst_case"
 )
 
 
@@ -94,8 +98,10 @@ def summarize_cases(per_case: Sequence[dict[str, Any]]) -> dict[str, Any]:
 
     Returns:
         ``{"n_cases", "classes", "per_class": {class: {dice|hd95|nsd: describe()}}, "dice_case_mean",
-        "dice_case_std", "dice_case_median", (same for hd95, nsd), "hd95_undefined"}``; the ``*_case_*`` values
-        are over the per-case means, ``hd95_undefined`` counts (case, class) pairs whose HD95 is undefined.
+        "dice_case_std", "dice_case_median", (same for hd95, nsd), "absent_in_both", "hd95_worst_case",
+        "cases_without_foreground", "missing_predictions"}``; the ``*_case_*`` values are over the per-case means;
+        ``absent_in_both`` counts (case, class) pairs without a score, ``hd95_worst_case`` those whose HD95 is the
+        worst-case value (per class: ``hd95.n_worst_case``).
     """
     rows = [_complete_row(r) for r in per_case]
     classes = _classes(rows)
@@ -103,13 +109,20 @@ def summarize_cases(per_case: Sequence[dict[str, Any]]) -> dict[str, Any]:
         c: {m: describe([r["metrics"].get(c, {}).get(m) for r in rows if c in r["metrics"]]) for m in SUMMARY_METRICS}
         for c in classes
     }
+    for c, stats in per_class.items():
+        stats["hd95"]["n_worst_case"] = sum(
+            1 for r in rows if r["metrics"].get(c, {}).get("hd95_worst_case") and r["metrics"][c]["hd95"] is not None
+        )
     out: dict[str, Any] = {"n_cases": len(rows), "classes": classes, "per_class": per_class}
     for m in SUMMARY_METRICS:
         stats = describe([r[f"{m}_mean"] for r in rows])
         out.update(
             {f"{m}_case_mean": stats["mean"], f"{m}_case_std": stats["std"], f"{m}_case_median": stats["median"]}
         )
-    out["hd95_undefined"] = sum(s["hd95"]["n_undefined"] for s in per_class.values())
+    out["absent_in_both"] = sum(s["dice"]["n_undefined"] for s in per_class.values())
+    out["hd95_worst_case"] = sum(s["hd95"]["n_worst_case"] for s in per_class.values())
+    out["cases_without_foreground"] = [r["case"] for r in rows if r["dice_mean"] is None]
+    out["missing_predictions"] = [r["case"] for r in rows if r.get("missing_prediction")]
     return out
 
 
@@ -135,7 +148,8 @@ def aggregate_cv(folds: Sequence[dict[str, Any]]) -> dict[str, Any]:
         ``{"n_folds", "n_cases", "classes", "folds": [{fold, n_cases, dice_mean, hd95_mean, nsd_mean,
         dice_per_class}], "per_case": [rows with "fold", "dice_mean", "hd95_mean", "nsd_mean"],
         "dice_mean", "dice_std"`` (mean/std of the fold means), ``"dice_case_mean", "dice_case_std"`` (over all
-        cases), the same four for ``hd95`` and ``nsd``, ``"hd95_undefined", "per_class", "std", "empty_policy"}``.
+        cases), the same four for ``hd95`` and ``nsd``, ``"absent_in_both", "hd95_worst_case",
+        "cases_without_foreground", "unvalidated_folds", "per_class", "std", "empty_policy"}``.
         Stds are sample stds (ddof=1), 0.0 when fewer than two values.
     """
     per_case: list[dict[str, Any]] = []
@@ -164,7 +178,10 @@ def aggregate_cv(folds: Sequence[dict[str, Any]]) -> dict[str, Any]:
             }
         )
     out.update(
-        hd95_undefined=cases["hd95_undefined"],
+        absent_in_both=cases["absent_in_both"],
+        hd95_worst_case=cases["hd95_worst_case"],
+        cases_without_foreground=cases["cases_without_foreground"],
+        unvalidated_folds=[f["fold"] for f in fold_entries if f.get("validated_in_training") is False],
         per_class=cases["per_class"],
         std="sample standard deviation (ddof=1); 0.0 when fewer than two values",
         empty_policy=EMPTY_POLICY,

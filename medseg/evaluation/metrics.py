@@ -13,17 +13,22 @@ Definitions, per class ``c`` with masks ``P = pred == c`` and ``R = label == c``
   normalised surface Dice, exactly ``monai.metrics.compute_surface_dice`` (voxel-count version, no sub-voxel areas).
 - ``vol_pred_ml``, ``vol_ref_ml`` = voxel count × voxel volume / 1000; ``vol_diff_ml = vol_pred_ml - vol_ref_ml``.
 
-Empty masks are defined explicitly (MONAI returns NaN for all of them; these functions never return NaN):
+Empty masks are defined explicitly (MONAI returns NaN for all of them; docs/evaluation.md states every rule):
 
-==================================  ======  =====  =====  ======
+==================================  ======  =====  =====  =====================================
 case                                dice    iou    nsd    hd95
-==================================  ======  =====  =====  ======
-reference and prediction empty      1.0     1.0    1.0    0.0
-only one of them empty              0.0     0.0    0.0    None
-==================================  ======  =====  =====  ======
+==================================  ======  =====  =====  =====================================
+reference and prediction empty      None    None   None   None (the class is *absent*: excluded)
+only one of them empty              0.0     0.0    0.0    the image diagonal in mm (worst case)
+==================================  ======  =====  =====  =====================================
 
-``hd95 = None`` means undefined: it is reported as ``null`` in JSON, excluded from every mean/std/median, and the
-aggregates count the excluded values (``hd95_undefined``, per class ``n_undefined``).
+A class absent from both masks has no score: it is left out of the case's mean over classes and of every statistic,
+and counted (``absent``; the aggregates' ``absent_in_both``). It is *not* a perfect 1.0 (which would reward a class
+that was never there) — the same rule as the validation Dice that selects checkpoints
+(:func:`medseg.training.module.dice_per_class`). When only one mask is empty the HD95 does not exist; it is set to
+the worst possible value, the diagonal of the image in mm (Metrics Reloaded's recommendation), so a missed or
+hallucinated structure is penalised in every mean and paired test; ``hd95_worst_case`` flags it and the aggregates
+count it.
 """
 
 from __future__ import annotations
@@ -38,7 +43,7 @@ import numpy as np
 from medseg.data.io import is_image_file, read_volume, strip_suffix
 
 ClassSpec = Sequence[int] | Mapping[Any, str]
-CaseMetrics = dict[str, dict[str, float | None]]
+CaseMetrics = dict[str, dict[str, Any]]
 
 
 def class_names(classes: ClassSpec) -> dict[int, str]:
@@ -83,8 +88,9 @@ def case_metrics(
     if nsd_tolerance_mm < 0:
         raise ValueError(f"nsd_tolerance_mm must be >= 0, got {nsd_tolerance_mm}")
     voxel_ml = float(np.prod(spacing_t)) / 1000.0
+    worst = image_diagonal_mm(label_arr.shape, spacing_t)
     return {
-        name: _class_metrics(pred_arr == value, label_arr == value, spacing_t, voxel_ml, nsd_tolerance_mm)
+        name: _class_metrics(pred_arr == value, label_arr == value, spacing_t, voxel_ml, nsd_tolerance_mm, worst)
         for value, name in class_names(classes).items()
     }
 
@@ -102,32 +108,47 @@ def _as_labels(arr: Any, what: str) -> np.ndarray:
     return a
 
 
-def empty_class_metrics() -> dict[str, float | None]:
-    """Metrics of a class absent from both the prediction and the reference."""
+def image_diagonal_mm(shape: Sequence[int], spacing: Sequence[float]) -> float:
+    """The worst-case HD95: the diagonal of the image's extent in mm, ``sqrt(sum((n_i * s_i)^2))``.
+
+    No two voxel centres of the image are farther apart, so it bounds every real HD95 of that image.
+    """
+    return float(np.sqrt(sum((int(n) * float(s)) ** 2 for n, s in zip(shape, spacing, strict=True))))
+
+
+def absent_class_metrics() -> dict[str, Any]:
+    """Metrics of a class absent from both the prediction and the reference: no score (excluded), zero volumes."""
     return {
-        "dice": 1.0,
-        "iou": 1.0,
-        "hd95": 0.0,
-        "nsd": 1.0,
+        "dice": None,
+        "iou": None,
+        "hd95": None,
+        "nsd": None,
         "vol_pred_ml": 0.0,
         "vol_ref_ml": 0.0,
         "vol_diff_ml": 0.0,
         "tp": 0,
         "fp": 0,
         "fn": 0,
+        "absent": True,
+        "hd95_worst_case": False,
     }
 
 
+def dice_or_none(tp: int, n_pred: int, n_ref: int) -> float | None:
+    """``2 tp / (n_pred + n_ref)``; ``None`` (excluded) when the class is absent from both masks."""
+    return None if n_pred + n_ref == 0 else 2.0 * tp / (n_pred + n_ref)
+
+
 def _class_metrics(
-    p: np.ndarray, r: np.ndarray, spacing: tuple[float, ...], voxel_ml: float, tol: float
-) -> dict[str, float | None]:
+    p: np.ndarray, r: np.ndarray, spacing: tuple[float, ...], voxel_ml: float, tol: float, worst_hd95: float
+) -> dict[str, Any]:
     n_p, n_r = int(np.count_nonzero(p)), int(np.count_nonzero(r))
     if n_p == 0 and n_r == 0:
-        return empty_class_metrics()
+        return absent_class_metrics()
     tp = int(np.count_nonzero(p & r))
-    out: dict[str, float | None] = {"dice": 2.0 * tp / (n_p + n_r), "iou": tp / (n_p + n_r - tp)}
+    out: dict[str, Any] = {"dice": dice_or_none(tp, n_p, n_r), "iou": tp / (n_p + n_r - tp)}
     if n_p == 0 or n_r == 0:
-        out.update(hd95=None, nsd=0.0)
+        out.update(hd95=worst_hd95, nsd=0.0)
     else:
         out["hd95"], out["nsd"] = _surface_metrics(p, r, spacing, tol)
     out.update(
@@ -137,6 +158,8 @@ def _class_metrics(
         tp=tp,
         fp=n_p - tp,
         fn=n_r - tp,
+        absent=False,
+        hd95_worst_case=n_p == 0 or n_r == 0,
     )
     return out
 
@@ -174,21 +197,31 @@ def _read_labels(path: Path) -> tuple[np.ndarray, np.ndarray]:
 
 
 def evaluate_pair(
-    pred_path: str | Path, label_path: str | Path, classes: ClassSpec | None = None, nsd_tolerance_mm: float = 2.0
+    pred_path: str | Path | None,
+    label_path: str | Path,
+    classes: ClassSpec | None = None,
+    nsd_tolerance_mm: float = 2.0,
+    names: Mapping[int, str] | None = None,
 ) -> CaseMetrics:
     """Read a prediction and its reference, check they share a voxel grid, and compute :func:`case_metrics`.
 
     Args:
-        pred_path: predicted label file (NIfTI, NRRD, MHA, ...).
+        pred_path: predicted label file (NIfTI, NRRD, MHA, ...); None scores a *missing* prediction as an empty one
+            (every class of the reference missed: Dice 0, worst-case HD95).
         label_path: reference label file.
         classes: foreground values or ``{value: name}``; default: every non-zero value found in either file.
         nsd_tolerance_mm: tolerance τ of the normalised surface Dice.
+        names: ``{value: name}`` used for the values in ``classes`` (e.g. from ``dataset.json``); others keep
+            their number as name.
 
     Raises:
         ValueError: when shapes differ or the affines differ by more than 1e-3 (the message names both files).
     """
-    pred, aff_p = _read_labels(Path(pred_path))
     label, aff_l = _read_labels(Path(label_path))
+    if pred_path is None:
+        pred, aff_p = np.zeros_like(label), aff_l
+    else:
+        pred, aff_p = _read_labels(Path(pred_path))
     if pred.shape != label.shape or not np.allclose(aff_p, aff_l, atol=1e-3):
         raise ValueError(
             f"geometry mismatch: prediction {pred_path} (shape {pred.shape}) and label {label_path} "
@@ -196,7 +229,42 @@ def evaluate_pair(
         )
     if classes is None:
         classes = [int(v) for v in np.union1d(np.unique(label), np.unique(pred)) if v != 0]
-    return case_metrics(pred, label, spacing_from_affine(aff_l, label.ndim), classes, nsd_tolerance_mm)
+    named = class_names(classes)
+    if names and not isinstance(classes, Mapping):
+        named = {v: str(names.get(v, n)) for v, n in named.items()}
+    return case_metrics(pred, label, spacing_from_affine(aff_l, label.ndim), named, nsd_tolerance_mm)
+
+
+def read_label_names(dataset_json: str | Path) -> dict[int, str]:
+    """Foreground label names ``{value: name}`` of a ``dataset.json`` (MSD or nnU-Net style ``labels``).
+
+    Raises:
+        FileNotFoundError: when the file does not exist.
+        ValueError: when it is not valid JSON or its ``labels`` cannot be read.
+    """
+    import json
+
+    from medseg.data.discovery import parse_labels
+
+    path = Path(dataset_json)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no such file")
+    try:
+        return {v: n for v, n in parse_labels(json.loads(path.read_text())).items() if v != 0}
+    except (ValueError, TypeError, AttributeError) as err:
+        raise ValueError(f"{path}: cannot read its labels ({type(err).__name__}: {err})") from None
+
+
+def dataset_label_names(label_dir: str | Path) -> dict[int, str]:
+    """:func:`read_label_names` of the ``dataset.json`` in ``label_dir`` or its parent (MSD / nnU-Net
+    ``labelsTr``); ``{}`` when there is none or it cannot be read."""
+    for folder in (Path(label_dir), Path(label_dir).parent):
+        if (folder / "dataset.json").is_file():
+            try:
+                return read_label_names(folder / "dataset.json")
+            except (OSError, ValueError):
+                return {}
+    return {}
 
 
 def index_folder(folder: str | Path) -> dict[str, Path]:
@@ -216,45 +284,78 @@ def index_folder(folder: str | Path) -> dict[str, Path]:
 
 
 def evaluate_folder(
-    pred_dir: str | Path, label_dir: str | Path, classes: ClassSpec | None = None, nsd_tolerance_mm: float = 2.0
+    pred_dir: str | Path,
+    label_dir: str | Path,
+    classes: ClassSpec | None = None,
+    nsd_tolerance_mm: float = 2.0,
+    names: Mapping[int, str] | None = None,
+    skip_missing: bool = False,
 ) -> dict[str, Any]:
-    """Evaluate every prediction in ``pred_dir`` against the label of the same case name in ``label_dir``.
+    """Evaluate every labelled case: its prediction in ``pred_dir`` against the label of the same case name.
 
     Without ``classes``, each case is scored on its own non-zero values, then every case gets every class seen in
-    any case (a class absent from both files of a case scores as "both empty").
+    any case (a class absent from both files of a case is *absent*: no score, excluded). A labelled case without a
+    prediction is a failure — scored as an empty prediction (Dice 0, worst-case HD95 for every class its label
+    holds) and flagged ``missing_prediction`` — unless ``skip_missing``, which leaves it out (and still lists it).
+
+    Args:
+        pred_dir: folder of predicted label files.
+        label_dir: folder of reference label files.
+        classes: foreground values or ``{value: name}``; default: every non-zero value found.
+        nsd_tolerance_mm: tolerance τ of the normalised surface Dice.
+        names: ``{value: name}`` of the classes; default: the ``dataset.json`` beside the labels
+            (:func:`dataset_label_names`), else the values themselves (``"1"``, ``"2"``).
+        skip_missing: leave labelled cases without a prediction out instead of scoring them as failures.
 
     Returns:
-        ``{"per_case": [{case, metrics, dice_mean, hd95_mean, nsd_mean}], "summary": summarize_cases(...),
-        "classes", "unmatched": {"pred_only", "label_only"}, "nsd_tolerance_mm", "pred_dir", "label_dir"}``.
+        ``{"per_case": [{case, metrics, dice_mean, hd95_mean, nsd_mean[, missing_prediction]}], "summary":
+        summarize_cases(...), "classes", "unmatched": {"pred_only", "label_only"}, "missing_predictions",
+        "missing_policy", "nsd_tolerance_mm", "pred_dir", "label_dir"}``.
 
     Raises:
         FileNotFoundError: when a folder is missing.
-        ValueError: when no case name is in both folders, or on a geometry mismatch.
+        ValueError: when no labelled case has a prediction, or on a geometry mismatch.
     """
     from medseg.evaluation.aggregate import case_means, summarize_cases
 
     preds, labels = index_folder(pred_dir), index_folder(label_dir)
-    cases = sorted(set(preds) & set(labels))
-    if not cases:
+    matched = sorted(set(preds) & set(labels))
+    if not matched:
         raise ValueError(
             f"no case is in both {pred_dir} ({len(preds)} image files) and {label_dir} ({len(labels)} image files)"
         )
-    results = {c: evaluate_pair(preds[c], labels[c], classes, nsd_tolerance_mm) for c in cases}
-    names = list(class_names(classes).values()) if classes is not None else _union_names(results.values())
+    missing = sorted(set(labels) - set(preds))
+    cases = matched if skip_missing else sorted(labels)
+    names = dataset_label_names(label_dir) if names is None else dict(names)
+    results = {c: evaluate_pair(preds.get(c), labels[c], classes, nsd_tolerance_mm, names) for c in cases}
+    order = list(class_names(classes).values()) if isinstance(classes, Mapping) else None
+    if order is None:
+        values = [int(v) for v in classes] if classes is not None else sorted(_values(results.values(), names))
+        order = [str(names.get(v, v)) for v in values]
     per_case = []
     for case in cases:
-        metrics = {n: results[case].get(n) or empty_class_metrics() for n in names}
-        per_case.append({"case": case, "metrics": metrics, **case_means(metrics)})
+        metrics = {n: results[case].get(n) or absent_class_metrics() for n in order}
+        row = {"case": case, "metrics": metrics, **case_means(metrics)}
+        if case in missing:
+            row["missing_prediction"] = True
+        per_case.append(row)
     return {
         "per_case": per_case,
         "summary": summarize_cases(per_case),
-        "classes": names,
-        "unmatched": {"pred_only": sorted(set(preds) - set(labels)), "label_only": sorted(set(labels) - set(preds))},
+        "classes": order,
+        "unmatched": {"pred_only": sorted(set(preds) - set(labels)), "label_only": missing},
+        "missing_predictions": missing,
+        "missing_policy": "skipped (--skip-missing)" if skip_missing else MISSING_POLICY,
         "nsd_tolerance_mm": nsd_tolerance_mm,
         "pred_dir": str(pred_dir),
         "label_dir": str(label_dir),
     }
 
 
-def _union_names(results: Any) -> list[str]:
-    return [str(v) for v in sorted({int(k) for metrics in results for k in metrics})]
+MISSING_POLICY = "a labelled case without a prediction scores as an empty prediction (Dice 0, worst-case HD95)"
+
+
+def _values(results: Any, names: Mapping[int, str]) -> set[int]:
+    """Label values of the class names in ``results`` (names map back through ``names``; others are numbers)."""
+    by_name = {str(n): v for v, n in names.items()}
+    return {by_name[k] if k in by_name else int(k) for metrics in results for k in metrics}

@@ -44,12 +44,16 @@ def _overall_table(summary: dict[str, Any], cases: dict[str, Any]) -> list[str]:
         over_cases = _pm(cases[f"{m}_case_mean"], cases[f"{m}_case_std"], digits)
         over_folds = f" {_pm(summary.get(f'{m}_mean'), summary.get(f'{m}_std'), digits)} |" if has_folds else ""
         lines.append(f"| {label} |{over_folds} {over_cases} |")
-    lines += ["", "| class | Dice | HD95 (mm) | HD95 undefined | NSD |", "|---|---|---|---|---|"]
+    lines += [
+        "",
+        "| class | Dice | HD95 (mm) | HD95 worst case | absent in both | NSD |",
+        "|---|---|---|---|---|---|",
+    ]
     for c, s in cases["per_class"].items():
         lines.append(
             f"| {c} | {_pm(s['dice']['mean'], s['dice']['std'])} | "
-            f"{_pm(s['hd95']['mean'], s['hd95']['std'], 2)} | {s['hd95']['n_undefined']} | "
-            f"{_pm(s['nsd']['mean'], s['nsd']['std'])} |"
+            f"{_pm(s['hd95']['mean'], s['hd95']['std'], 2)} | {s['hd95'].get('n_worst_case', 0)} | "
+            f"{s['dice']['n_undefined']} | {_pm(s['nsd']['mean'], s['nsd']['std'])} |"
         )
     return [*lines, ""]
 
@@ -89,13 +93,24 @@ def write_report_md(summary: dict[str, Any], path: str | Path, title: str = "Eva
         lines += _fold_table(summary, classes)
     lines += _overall_table(summary, cases)
     lines += _worst_cases(rows)
+    missing = cases["missing_predictions"]
     lines += [
-        "## Empty masks",
+        "## Empty masks, worst cases, missing predictions",
         "",
         f"{EMPTY_POLICY[0].upper()}{EMPTY_POLICY[1:]}. "
-        f"HD95 was undefined for {cases['hd95_undefined']} (case, class) pair(s). "
-        "Per-case means average the classes with a defined value; std is the sample std (ddof=1).",
+        f"HD95 took the worst-case value for {cases['hd95_worst_case']} (case, class) pair(s); "
+        f"{cases['absent_in_both']} (case, class) pair(s) were absent in both masks. "
+        f"{len(missing)} case(s) had no prediction" + (f" ({', '.join(missing[:10])})" if missing else "") + ". "
+        "Per-case means average the classes with a score; std is the sample std (ddof=1). "
+        "Definitions: docs/evaluation.md.",
         "",
     ]
+    unvalidated = summary.get("unvalidated_folds") or []
+    if unvalidated:
+        lines += [
+            f"**Fold(s) {', '.join(map(str, unvalidated))}: no validation ran during training**; their checkpoint "
+            "is the final weights, validated once after training (no model selection).",
+            "",
+        ]
     atomic_write_text(path, "\n".join(lines))
     return Path(path)

@@ -1,7 +1,10 @@
 """Paired comparison of two runs on the same cases: bootstrap CI, Wilcoxon signed-rank and Mann–Whitney U tests.
 
 Differences are always ``b - a`` (run B minus run A): a positive ``mean_diff`` means B scores higher, which is
-better for Dice/NSD and worse for HD95.
+better for Dice/NSD and worse for HD95. The CI of the mean difference is ``scipy.stats.bootstrap``'s BCa interval
+(percentile when BCa cannot be computed); with fewer than :data:`RELIABLE_N` cases it is flagged unreliable, and a
+Wilcoxon test whose smallest attainable p-value exceeds 0.05 is flagged as unable to show anything
+(docs/evaluation.md).
 """
 
 from __future__ import annotations
@@ -14,24 +17,63 @@ from typing import Any
 import numpy as np
 
 _CASE_METRICS = ("dice", "iou", "hd95", "nsd", "vol_pred_ml", "vol_ref_ml", "vol_diff_ml", "tp", "fp", "fn")
+RELIABLE_N = 10  # fewer paired cases than this: a bootstrap CI is too narrow to trust (docs/evaluation.md)
 
 
 def _is_defined(value: Any) -> bool:
     return value is not None and math.isfinite(float(value))
 
 
-def bootstrap_ci(diff: np.ndarray, n_boot: int = 10000, seed: int = 0, level: float = 0.95) -> tuple[float, float]:
-    """Percentile bootstrap CI of the mean of ``diff`` (cases resampled with replacement, in chunks)."""
-    rng = np.random.default_rng(seed)
-    n = len(diff)
-    means = np.empty(n_boot)
-    chunk = max(1, 2_000_000 // max(n, 1))
-    for start in range(0, n_boot, chunk):
-        stop = min(start + chunk, n_boot)
-        means[start:stop] = diff[rng.integers(0, n, size=(stop - start, n))].mean(axis=1)
-    alpha = (1.0 - level) / 2.0
-    lo, hi = np.quantile(means, [alpha, 1.0 - alpha])
-    return float(lo), float(hi)
+def bootstrap_ci(
+    diff: np.ndarray, n_boot: int = 10000, seed: int = 0, level: float = 0.95
+) -> tuple[tuple[float, float], str]:
+    """``((lo, hi), method)``: the bootstrap CI of the mean of ``diff`` by ``scipy.stats.bootstrap``.
+
+    BCa (bias-corrected and accelerated) when it can be computed; the percentile interval when BCa is undefined
+    (e.g. a jackknife without spread); ``[d, d]`` with method ``none`` for a single case or identical differences.
+    """
+    import warnings
+
+    from scipy.stats import bootstrap
+
+    diff = np.asarray(diff, dtype=float)
+    if len(diff) < 2 or np.all(diff == diff[0]):
+        return (float(diff.mean()), float(diff.mean())), "none"
+    for method in ("BCa", "percentile"):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # scipy warns (and returns NaN) when BCa is degenerate: we fall back
+            res = bootstrap(
+                (diff,),
+                np.mean,
+                n_resamples=n_boot,
+                confidence_level=level,
+                method=method,
+                rng=np.random.default_rng(seed),
+            )
+        lo, hi = float(res.confidence_interval.low), float(res.confidence_interval.high)
+        if math.isfinite(lo) and math.isfinite(hi):
+            return (lo, hi), method
+    return (float(diff.mean()), float(diff.mean())), "none"
+
+
+def wilcoxon_min_p(n: int) -> float:
+    """The smallest two-sided p-value the exact Wilcoxon signed-rank test can give with ``n`` pairs: ``2 / 2**n``
+    (all differences of one sign). Above 0.05 the test cannot show a difference whatever the data."""
+    return min(1.0, 2.0 ** (1 - n)) if n > 0 else 1.0
+
+
+def reliability_notes(n: int) -> list[str]:
+    """Warnings that go with a paired comparison of ``n`` cases (empty when none applies)."""
+    notes = []
+    min_p = wilcoxon_min_p(n)
+    if min_p > 0.05:
+        notes.append(
+            f"with {n} paired cases the Wilcoxon test cannot reach p < 0.05 (smallest possible p {min_p:.3g}): "
+            "its p-value means nothing"
+        )
+    if n < RELIABLE_N:
+        notes.append(f"with fewer than {RELIABLE_N} cases ({n}) the bootstrap CI is unreliable (too narrow)")
+    return notes
 
 
 def _wilcoxon_p(diff: np.ndarray) -> float:
@@ -60,11 +102,14 @@ def compare_cases(a: dict[str, Any], b: dict[str, Any], n_boot: int = 10000, see
         seed: seed of the bootstrap.
 
     Returns:
-        ``{"n", "difference": "b - a", "mean_a", "mean_b", "mean_diff", "ci95": [lo, hi], "wilcoxon_p",
-        "mannwhitney_p", "n_boot", "seed", "only_a", "only_b", "undefined"}``: ``wilcoxon_p`` is the two-sided
-        signed-rank test of the paired differences (1.0 when all are zero), ``mannwhitney_p`` the two-sided
-        Mann–Whitney U test of the two samples as unpaired (the test of the Turbolift paper); ``only_a``/
-        ``only_b`` list unmatched case ids, ``undefined`` the shared cases left out for a missing value.
+        ``{"n", "difference": "b - a", "mean_a", "mean_b", "mean_diff", "ci95": [lo, hi], "ci_method",
+        "wilcoxon_p", "wilcoxon_min_p", "mannwhitney_p", "notes", "n_boot", "seed", "only_a", "only_b",
+        "undefined"}``: ``ci95`` is the bootstrap CI of the mean difference (``ci_method`` BCa, percentile or
+        none), ``wilcoxon_p`` the two-sided signed-rank test of the paired differences (1.0 when all are zero),
+        ``wilcoxon_min_p`` the smallest p it could give with ``n`` pairs, ``mannwhitney_p`` the two-sided
+        Mann–Whitney U test of the two samples as unpaired (the test of the Turbolift paper), ``notes`` the
+        :func:`reliability_notes`; ``only_a``/``only_b`` list unmatched case ids, ``undefined`` the shared cases
+        left out for a missing value.
 
     Raises:
         ValueError: when no case id is shared (or no shared case has two defined values).
@@ -79,7 +124,7 @@ def compare_cases(a: dict[str, Any], b: dict[str, Any], n_boot: int = 10000, see
     va = np.array([float(a[c]) for c in used])
     vb = np.array([float(b[c]) for c in used])
     diff = vb - va
-    lo, hi = bootstrap_ci(diff, n_boot, seed)
+    (lo, hi), method = bootstrap_ci(diff, n_boot, seed)
     return {
         "n": len(used),
         "difference": "b - a",
@@ -87,8 +132,11 @@ def compare_cases(a: dict[str, Any], b: dict[str, Any], n_boot: int = 10000, see
         "mean_b": float(vb.mean()),
         "mean_diff": float(diff.mean()),
         "ci95": [lo, hi],
+        "ci_method": method,
         "wilcoxon_p": _wilcoxon_p(diff),
+        "wilcoxon_min_p": wilcoxon_min_p(len(used)),
         "mannwhitney_p": _mannwhitney_p(va, vb),
+        "notes": reliability_notes(len(used)),
         "n_boot": n_boot,
         "seed": seed,
         "only_a": sorted(set(a) - set(b)),
@@ -123,11 +171,17 @@ def _row_value(row: dict[str, Any], metric: str) -> Any:
     raise KeyError(metric)
 
 
-def load_case_values(run: str | Path, metric: str = "dice_mean") -> dict[str, Any]:
-    """``{case: value}`` of ``metric`` from the ``per_case`` rows of a run's summary.
+def _worst_case(row: dict[str, Any], metric: str) -> bool:
+    """Whether ``metric`` of this row rests on a worst-case HD95 (one of the masks empty)."""
+    metrics = row.get("metrics", {})
+    if metric == "hd95_mean":
+        return any(m.get("hd95_worst_case") for m in metrics.values())
+    if metric.endswith("_hd95"):
+        return bool(metrics.get(metric[: -len("_hd95")], {}).get("hd95_worst_case"))
+    return False
 
-    ``metric`` is a row key (``dice_mean``, ``hd95_mean``, ``nsd_mean``) or ``<class>_<metric>`` (``organ_dice``).
-    """
+
+def _load_rows(run: str | Path) -> tuple[Path, list[dict[str, Any]]]:
     path = find_summary(run)
     rows = json.loads(path.read_text()).get("per_case")
     if not rows:
@@ -135,10 +189,26 @@ def load_case_values(run: str | Path, metric: str = "dice_mean") -> dict[str, An
     cases = [str(r["case"]) for r in rows]
     if len(set(cases)) != len(cases):
         raise ValueError(f"{path}: a case appears in more than one per_case row")
+    return path, rows
+
+
+def load_case_values(run: str | Path, metric: str = "dice_mean") -> dict[str, Any]:
+    """``{case: value}`` of ``metric`` from the ``per_case`` rows of a run's summary.
+
+    ``metric`` is a row key (``dice_mean``, ``hd95_mean``, ``nsd_mean``) or ``<class>_<metric>`` (``organ_dice``,
+    with the class names of the run's dataset).
+    """
+    path, rows = _load_rows(run)
     try:
-        return {case: _row_value(r, metric) for case, r in zip(cases, rows, strict=True)}
+        return {str(r["case"]): _row_value(r, metric) for r in rows}
     except KeyError:
-        raise ValueError(f"{path}: metric {metric!r} not in its per_case rows") from None
+        classes = sorted({c for r in rows for c in r.get("metrics", {})})
+        raise ValueError(f"{path}: metric {metric!r} not in its per_case rows (classes: {classes})") from None
+
+
+def worst_case_cases(run: str | Path, metric: str) -> list[str]:
+    """The cases whose ``metric`` includes a worst-case HD95 (empty for metrics other than HD95)."""
+    return sorted(str(r["case"]) for r in _load_rows(run)[1] if _worst_case(r, metric))
 
 
 def compare_runs(
@@ -147,4 +217,5 @@ def compare_runs(
     """:func:`compare_cases` on the per-case ``metric`` of two runs, plus ``run_a``, ``run_b`` and ``metric``."""
     a, b = load_case_values(run_a, metric), load_case_values(run_b, metric)
     result = compare_cases(a, b, n_boot=n_boot, seed=seed)
-    return {"run_a": str(find_summary(run_a)), "run_b": str(find_summary(run_b)), "metric": metric, **result}
+    worst = {"worst_case_a": worst_case_cases(run_a, metric), "worst_case_b": worst_case_cases(run_b, metric)}
+    return {"run_a": str(find_summary(run_a)), "run_b": str(find_summary(run_b)), "metric": metric, **result, **worst}

@@ -28,7 +28,7 @@ from monai.data import MetaTensor
 
 from medseg.config import build
 from medseg.data.io import ImageError, gib, inspect_image, is_nifti, memory_budget, read_volume, strip_suffix
-from medseg.data.transforms import preprocess
+from medseg.data.transforms import preprocess, preprocess_geometry
 from medseg.inference.resample import inverse_map, invert_labels
 from medseg.inference.sliding import plan_slabs, predict_slabs, sliding_softmax
 from medseg.run_dir import RunDir, RunDirError
@@ -117,14 +117,46 @@ def default_memory_budget() -> int:
         return 4 * 2**30
 
 
+# ensemble members must agree on these (one network grid, one class ↔ label value map)
+GRID_KEYS = ("spacing", "num_classes", "in_channels", "label_values")
+
+
+def normalisation_key(prep: dict[str, Any]) -> str:
+    """What the intensity normalisation of a run depends on: its modality and, for CT, its dataset statistics."""
+    import json
+
+    modality = str(prep["modality"])
+    stats = prep.get("intensity_stats") if modality == "CT" else None
+    return json.dumps({"modality": modality, "stats": stats}, sort_keys=True)
+
+
+def check_ensemble(preps: Sequence[dict[str, Any]], run_dirs: Sequence[str | Path]) -> None:
+    """Members of one ensemble share the network grid (spacing), classes and channels; one line naming the first
+    member that differs otherwise (predict such runs separately)."""
+    for key in GRID_KEYS:
+        first = preps[0].get(key)
+        for prep, run in zip(preps[1:], run_dirs[1:], strict=True):
+            if prep.get(key) != first:
+                raise RunDirError(
+                    f"-m: {Path(run)} has {key} {prep[key]} but {Path(run_dirs[0])} has {first}: the members of "
+                    "an ensemble must share the spacing, classes, label values and channels (predict them separately)"
+                )
+
+
 class Predictor:
     """Segments volumes with one or more trained runs (softmax averaged over runs, e.g. CV folds).
+
+    Every member normalises the input with its own ``preprocessing.json`` (its modality and, for CT, its own
+    training folds' intensity statistics); the geometric preprocessing (resampling, cropping) is done once, and
+    members with the same normalisation share one normalised volume. Members must share the spacing, the classes and
+    the channels (:func:`check_ensemble`).
 
     Args:
         run_dirs: run directories written by ``medseg train`` (config.yaml, preprocessing.json, checkpoints/).
         device: torch device of the network.
         checkpoint: ``best`` or ``last``.
-        tta: mirror test-time augmentation (flip along each spatial axis, averaged).
+        tta: mirror test-time augmentation (flip along each spatial axis the network sees: the three axes of a 3D
+            network, the two in-plane axes of a 2D one; averaged).
         trust: allow config targets outside medseg/monai/torch/lightning.
         memory_budget: bytes the network-space probabilities may take in float32 before float16 is used instead;
             the stitched logits of one slab take at most half of it. None: a quarter of the RAM.
@@ -151,7 +183,9 @@ class Predictor:
         self.device, self.tta, self.invert = resolve_device(device), tta, invert
         self.memory_budget = int(memory_budget or default_memory_budget())
         self.modules = [self._load(Path(r), checkpoint, trust) for r in run_dirs]
-        prep = RunDir(run_dirs[0]).preprocessing_info()
+        preps = [RunDir(r).preprocessing_info() for r in run_dirs]
+        check_ensemble(preps, run_dirs)
+        prep = preps[0]
         self.num_classes = int(prep["num_classes"])
         self.spacing = [float(s) for s in prep["spacing"]]
         values = [int(v) for v in prep.get("label_values") or range(self.num_classes)]
@@ -159,11 +193,19 @@ class Predictor:
         out_dtype = np.uint8 if max(values) < 256 else np.uint16 if max(values) < 65536 else np.int32
         # class index → the value the label files use (identity unless dataset.json maps e.g. 255 → class 1)
         self.label_lut = None if values == list(range(self.num_classes)) else np.asarray(values, dtype=out_dtype)
-        steps = preprocess(prep["spacing"], prep["modality"], prep.get("intensity_stats"), keys=("image",))
+        # geometry once for all members; the intensity normalisation per member, shared where the settings agree
+        steps = preprocess_geometry(prep["spacing"], keys=("image",))
         self.replace_nonfinite = replace_nonfinite
         if replace_nonfinite is not None:  # right after loading, before anything computes with the values
             steps.insert(1, T.Lambdad("image", functools.partial(_nan_to_num, value=float(replace_nonfinite))))
         self.pre = T.Compose(steps)
+        self.norms: dict[str, Any] = {}
+        self.member_norm: list[str] = []
+        for p in preps:
+            key = normalisation_key(p)
+            if key not in self.norms:
+                self.norms[key] = preprocess(p["spacing"], p["modality"], p.get("intensity_stats"), keys=("image",))[-1]
+            self.member_norm.append(key)
         for t in self.pre.transforms:
             if isinstance(t, T.Spacingd):  # resample in float32: MONAI's float64 default doubles the input copy and
                 t.dtype = (np.float32,) * len(t.keys)  # the sampling grid (differences ~1e-7, far below any effect)
@@ -171,8 +213,18 @@ class Predictor:
     def _load(self, run_dir: Path, checkpoint: str, trust: bool) -> Any:
         return load_module(run_dir, checkpoint, trust).to(self.device)
 
-    def _flips(self) -> list[tuple[int, ...]]:
-        return [(), (2,), (3,), (4,)] if self.tta else [()]
+    def _flips(self, module: Any) -> list[tuple[int, ...]]:
+        """Mirrors of a (1, C, H, W, D) volume: every spatial axis for a 3D network; only the in-plane H and W for a
+        2D one (it sees (H, W) slices: flipping D would repeat the unflipped pass)."""
+        if not self.tta:
+            return [()]
+        return [(), (2,), (3,)] if getattr(module, "is_2d", False) else [(), (2,), (3,), (4,)]
+
+    def normalised(self, image: torch.Tensor, key: str) -> torch.Tensor:
+        """``image`` (1, C, *S) after the intensity normalisation ``key`` (one of :attr:`norms`)."""
+        out = self.norms[key]({"image": image[0]})["image"]  # (C, *S)
+        out = out.as_tensor() if isinstance(out, MetaTensor) else torch.as_tensor(out)
+        return out[None].float()
 
     def _slabs(self, module: Any, shape: Sequence[int]) -> list[Any]:
         per_voxel = (self.num_classes + 1) * 4  # float32 logits + count map
@@ -186,18 +238,38 @@ class Predictor:
 
     @torch.no_grad()
     def probabilities(self, image: torch.Tensor) -> torch.Tensor:
-        """Mean softmax over runs (and mirrors with TTA) of a preprocessed (1, C, *S) volume: (K, *S) on the CPU,
-        float32 if it fits ``memory_budget``, else float16."""
+        """Mean softmax over runs (and mirrors with TTA) of a (1, C, *S) volume after the geometric preprocessing
+        (:attr:`pre`), each run on its own normalisation of it: (K, *S) on the CPU, float32 if it fits
+        ``memory_budget``, else float16."""
         shape = tuple(image.shape[2:])
-        passes = len(self.modules) * len(self._flips())
+        passes = sum(len(self._flips(m)) for m in self.modules)
         fits = self.num_classes * int(np.prod(shape)) * 4 <= self.memory_budget
         dtype = torch.float32 if fits else torch.float16
         total: torch.Tensor | None = None
-        image = image.to(self.device)
         first = True
-        for module in self.modules:
+        for key in self.norms:  # members sharing a normalisation share one normalised volume
+            x_norm = self.normalised(image, key).to(self.device)  # (1, C, *S)
+            members = [m for m, k in zip(self.modules, self.member_norm, strict=True) if k == key]
+            total, first = self._accumulate(members, x_norm, shape, passes, fits, dtype, total, first)
+            del x_norm
+        assert total is not None
+        return total
+
+    def _accumulate(
+        self,
+        members: list[Any],
+        image: torch.Tensor,
+        shape: tuple[int, ...],
+        passes: int,
+        fits: bool,
+        dtype: torch.dtype,
+        total: torch.Tensor | None,
+        first: bool,
+    ) -> tuple[torch.Tensor | None, bool]:
+        """Add each member's (mirrored) softmax of the normalised ``image``, divided by ``passes``, into ``total``."""
+        for module in members:
             slabs = self._slabs(module, shape)
-            for dims in self._flips():
+            for dims in self._flips(module):
 
                 def consume(region: slice, p: torch.Tensor, dims: tuple[int, ...] = dims, first: bool = first) -> None:
                     nonlocal total
@@ -220,8 +292,7 @@ class Predictor:
                 predict_slabs(functools.partial(sliding_softmax, module), x, SLAB_AXIS, slabs, consume)
                 first = False
                 del x
-        assert total is not None
-        return total
+        return total, first
 
     def predict(self, image_paths: list[str], probabilities: bool = False) -> tuple[np.ndarray, np.ndarray | None]:
         """Label map (uint8/uint16) on the grid of the first input file, and — with ``probabilities`` — the class

@@ -52,7 +52,7 @@ class UNet(nn.Module):
             up_ch[i] + ch[i], halving its convolution; needs up_channels = channels[:-1]).
         decoder_from: ``block`` (standard: the next level upsamples the decoder block's output) or ``concat``
             (Abraham & Khan / Turbolift: the next level upsamples the concatenation [up, gated skip]; the decoder
-            blocks then feed only the output heads).
+            blocks then feed only the output heads, and the blocks of levels without a head are not built).
         norm: norm spec handed to every block.
         act: activation spec handed to every block.
         dropout: dropout handed to every block.
@@ -158,9 +158,25 @@ class UNet(nn.Module):
                 act=common["act"],
             )
         self.ups = nn.ModuleList(self._up(h_ch[i + 1], up_ch[i], upsample, up_act) for i in range(self.depth))
+        # with decoder_from=concat a level's block feeds only its head: levels without a head get no block
+        n_blocks = self.depth if self.decoder_from == "block" else self.deep_supervision + 1
         self.decoders = nn.ModuleList(
-            dec[i](in_channels=self._merged(up_ch[i], ch[i]), out_channels=ch[i], **common) for i in range(self.depth)
+            dec[i](in_channels=self._merged(up_ch[i], ch[i]), out_channels=ch[i], **common) for i in range(n_blocks)
         )
+
+    def drop_deep_supervision(self, n: int) -> None:
+        """Remove the ``n`` coarsest deep-supervision heads (a loss weight of 0 would leave them untrained), and with
+        ``decoder_from=concat`` the decoder blocks that fed only them. The other parameters keep their names."""
+        keep = self.deep_supervision - int(n)
+        if not 0 <= keep <= self.deep_supervision:
+            raise ValueError(f"cannot drop {n} of {self.deep_supervision} deep-supervision heads")
+        self.deep_supervision = keep
+        if self.ds_heads is not None:
+            del self.ds_heads.heads[keep:]
+            if keep == 0:
+                self.ds_heads = None
+        if self.decoder_from == "concat":
+            del self.decoders[keep + 1 :]
 
     def _merged(self, up: int, skip: int) -> int:
         """Channels of a decoder level's merged input."""
@@ -208,9 +224,10 @@ class UNet(nn.Module):
                 skip = self.gates[str(i)](skip, h)
             up = self.ups[i](h)  # (B, up_ch[i], *S/2^i)
             merged = torch.cat([up, skip], dim=1) if self.merge == "cat" else up + skip  # (B, merged ch, *S/2^i)
-            out = self.decoders[i](merged)  # (B, ch[i], *S/2^i)
+            if i < len(self.decoders):  # concat wiring: levels without a head have no block
+                out = self.decoders[i](merged)  # (B, ch[i], *S/2^i)
+                outs.append(out)
             h = out if self.decoder_from == "block" else merged
-            outs.append(out)
         logits = self.head(outs[-1])  # (B, out_channels, *S)
         if self.ds_heads is None or not self.training:
             return logits

@@ -8,11 +8,52 @@ from typing import Any
 import lightning as L
 import torch
 from monai.inferers import sliding_window_inference
-from monai.metrics import DiceMetric
-from monai.networks.utils import one_hot
 from torch import nn
 
-from medseg.training.losses import with_deep_supervision
+from medseg.training.losses import deep_supervision_weights, split_zero_heads, with_deep_supervision
+
+
+def dice_per_class(pred: torch.Tensor, label: torch.Tensor, num_classes: int) -> torch.Tensor:
+    """Dice of every foreground class of integer label maps, NaN where a class is absent from both.
+
+    The rule of ``medseg evaluate`` (:mod:`medseg.evaluation.metrics`, docs/evaluation.md): ``2|P∩R| / (|P| + |R|)``;
+    a class absent from both masks has no score (NaN here, excluded from every mean, never 1); a class present in
+    only one of them scores 0 (a false positive on an empty reference is penalised, unlike MONAI's
+    ``DiceMetric(ignore_empty=True)``).
+
+    Args:
+        pred: predicted labels (B, 1, *S).
+        label: reference labels (B, 1, *S).
+        num_classes: classes including the background.
+
+    Returns:
+        (B, num_classes - 1) float64 Dice, NaN where absent from both.
+    """
+    dims = tuple(range(1, pred.ndim))
+    out = torch.full((pred.shape[0], num_classes - 1), float("nan"), dtype=torch.float64, device=pred.device)
+    for c in range(1, num_classes):
+        p, r = pred == c, label == c  # (B, 1, *S)
+        tp = (p & r).sum(dims).double()  # (B,)
+        total = (p.sum(dims) + r.sum(dims)).double()  # (B,)
+        out[:, c - 1] = torch.where(total > 0, 2 * tp / total.clamp_min(1), out[:, c - 1])
+    return out
+
+
+def _deep_supervision(net: nn.Module, ds_weights: list[float] | str | None) -> tuple[int, list[float] | None]:
+    """``(outputs, weights)`` of the loss; heads whose weight is 0 (the coarse end) are dropped from ``net``."""
+    n_out = 1 + int(getattr(net, "deep_supervision", 0) or 0)
+    if n_out == 1:
+        return 1, None
+    weights, n_zero = split_zero_heads(deep_supervision_weights(n_out, ds_weights))
+    if n_zero:
+        drop = getattr(net, "drop_deep_supervision", None)
+        if drop is None:
+            raise ValueError(
+                f"model.ds_weights={ds_weights}: {type(net).__name__} cannot drop its zero-weight heads; lower "
+                "model.net.deep_supervision instead"
+            )
+        drop(n_zero)
+    return len(weights), (weights if len(weights) > 1 else None)
 
 
 class SegmentationModule(L.LightningModule):
@@ -27,7 +68,11 @@ class SegmentationModule(L.LightningModule):
         roi_size: sliding-window size in the 3D volume; ``(H, W, 1)`` for 2D networks.
         overlap: sliding-window overlap.
         sw_batch_size: windows per forward pass.
-        ds_weights: deep-supervision weights (None: nnU-Net's 1/2^i with the coarsest at 0).
+        ds_weights: deep-supervision loss weights, finest first: ``None``/``halving`` (1/2^i for every output,
+            normalised: every head the network builds is trained), ``nnunet`` (nnU-Net's 1/2^i with the coarsest
+            at 0) or a list. Outputs whose weight is 0 at the coarse end are removed from the network
+            (``net.drop_deep_supervision``: the head and a decoder block that only feeds it are not kept), so no
+            parameter is left without gradient.
         compile: run the training forward through ``torch.compile`` (inductor). The module's parameters and
             checkpoints are unchanged (the compiled callable is not a submodule); validation and prediction stay
             eager (their window batches have other shapes). Off by default: on the 2-core CPU a step is 5-8 %
@@ -44,18 +89,17 @@ class SegmentationModule(L.LightningModule):
         roi_size: Sequence[int] = (64, 64, 64),
         overlap: float = 0.5,
         sw_batch_size: int = 4,
-        ds_weights: list[float] | None = None,
+        ds_weights: list[float] | str | None = None,
         compile: bool = False,
     ) -> None:
         super().__init__()
         self.save_hyperparameters(ignore=["net", "loss", "optimizer", "scheduler"])
         self.net, self.optimizer_factory, self.scheduler_factory = net, optimizer, scheduler
-        n_out = 1 + int(getattr(net, "deep_supervision", 0) or 0)
-        self.loss = with_deep_supervision(loss, n_out, ds_weights)
+        self.loss = with_deep_supervision(loss, *_deep_supervision(net, ds_weights))
         self.num_classes, self.roi_size = num_classes, list(roi_size)
         self.overlap, self.sw_batch_size = overlap, sw_batch_size
         self.is_2d = getattr(net, "spatial_dims", 3) == 2
-        self.dice = DiceMetric(include_background=False, reduction="none", ignore_empty=True, num_classes=num_classes)
+        self.val_scores: list[torch.Tensor] = []  # (1, classes - 1) per validation case, NaN = absent in both
         self.val_cases: list[str] = []
         # a compiled bound method, not a module: nothing is registered, so state_dict keys stay those of ``net``
         self._compiled: Callable[[torch.Tensor], Any] | None = torch.compile(net.forward) if compile else None
@@ -91,19 +135,27 @@ class SegmentationModule(L.LightningModule):
     def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
         image, label = batch["image"], batch["label"]  # (1, C, H, W, D), (1, 1, H, W, D)
         pred = self.predict_volume(image).argmax(1, keepdim=True)  # (1, 1, H, W, D)
-        self.dice(one_hot(pred, self.num_classes), one_hot(label.long(), self.num_classes))
+        self.val_scores.append(dice_per_class(pred, label.long(), self.num_classes).cpu())  # (1, classes - 1)
         self.val_cases += list(batch.get("case", [f"case_{batch_idx}"]))
 
     def on_validation_epoch_end(self) -> None:
-        scores = self.dice.aggregate()  # (cases, classes - 1), NaN where the ground truth class is empty
-        assert isinstance(scores, torch.Tensor)
-        self.dice.reset()
-        per_class = torch.nanmean(scores, dim=0) if scores.numel() else torch.zeros(self.num_classes - 1)
-        per_class = torch.nan_to_num(per_class, nan=0.0)
-        self.log("val_dice", per_class.mean(), prog_bar=True, sync_dist=True)
+        """``val_dice``: the mean over classes of each class's mean over cases, classes absent in both excluded."""
+        empty = torch.empty(0, self.num_classes - 1, dtype=torch.float64)
+        scores = torch.cat(self.val_scores) if self.val_scores else empty  # (cases, classes - 1), NaN = absent
+        self.val_scores = []
+        per_class = torch.nanmean(scores, dim=0) if scores.numel() else torch.full((self.num_classes - 1,), torch.nan)
+        scored = per_class[~torch.isnan(per_class)]
+        val_dice = float(scored.mean()) if scored.numel() else 0.0  # nothing to score anywhere: 0, never NaN
+        self.log("val_dice", val_dice, prog_bar=True, sync_dist=True)
         for c, v in enumerate(per_class.tolist(), start=1):
-            self.log(f"val_dice_{c}", v, sync_dist=True)
-        self.last_val = {"cases": self.val_cases, "per_case": scores.tolist(), "per_class": per_class.tolist()}
+            if v == v:  # not NaN
+                self.log(f"val_dice_{c}", v, sync_dist=True)
+        self.last_val = {
+            "cases": self.val_cases,
+            "per_case": [[None if v != v else v for v in row] for row in scores.tolist()],
+            "per_class": [None if v != v else v for v in per_class.tolist()],
+            "dice": val_dice,
+        }
         self.val_cases = []
 
     def configure_optimizers(self) -> Any:

@@ -25,8 +25,17 @@ def cv_splits(cfg: DictConfig, run: RunDir) -> dict[str, Any]:
     dm = build(cfg.data)
     generate_dataset(dm.generate, dm.root)
     ids = [c["id"] for c in discover(dm.root).cases]
+    cv = cfg.cv
+    in_use = any(fold.state is not None for _, fold in run.folds())
     return load_or_create_cv_splits(
-        run.splits, ids, cfg.cv.folds, cfg.cv.seed, dm.val_fraction, cfg.cv.get("splits_file")
+        run.splits,
+        ids,
+        cv.folds,
+        cv.seed,
+        dm.val_fraction,
+        cv.get("splits_file"),
+        in_use=in_use,
+        inner_val=cv.get("inner_val", True),
     )
 
 

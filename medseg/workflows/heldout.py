@@ -17,10 +17,13 @@ from medseg.run_dir import RunDir
 log = logging.getLogger(__name__)
 
 
-def evaluate_test_cases(run: RunDir, dm: Any, case_ids: list[str], nsd_tolerance_mm: float = 2.0) -> dict[str, Any]:
+def evaluate_test_cases(
+    run: RunDir, dm: Any, case_ids: list[str], nsd_tolerance_mm: float = 2.0, info: dict[str, Any] | None = None
+) -> dict[str, Any]:
     """Predict each test case with the run's best checkpoint, invert to the input grid, score against the label.
 
-    Writes the run's predictions and its test metrics (``per_case`` rows as in a CV summary).
+    Writes the run's predictions and its test metrics (``per_case`` rows as in a CV summary, plus ``info``, e.g.
+    how the checkpoint was selected: a CV summary copies these keys into its fold entries).
     """
     predictor = Predictor([run.path])
     by_id = {c["id"]: c for c in dm.spec.cases}
@@ -38,5 +41,5 @@ def evaluate_test_cases(run: RunDir, dm: Any, case_ids: list[str], nsd_tolerance
         write_like(pred, case["image"][0], run.prediction(cid))
         log.info("test case %s: Dice %s", cid, rows[-1]["dice_mean"])
     fold = dm.split.get("fold")
-    run.write_json(run.test_metrics, {"fold": fold, "per_case": rows})
+    run.write_json(run.test_metrics, {"fold": fold, **(info or {}), "per_case": rows})
     return {"dice_mean": mean_or_none(r["dice_mean"] for r in rows), "n_test": len(rows)}

@@ -15,6 +15,7 @@ from omegaconf import DictConfig, open_dict
 
 from medseg.config import absolute_paths, build, resolved_yaml
 from medseg.data.splits import load_or_create_cv_splits, load_or_create_split
+from medseg.fileio import atomic_write_bytes
 from medseg.run_dir import FAILED, FINISHED, RUNNING, RunDir
 from medseg.training.callbacks import DataWaitMonitor, find_callback
 from medseg.training.loggers import check_loggers
@@ -64,7 +65,15 @@ def split_function(
 
     def fold_split(ids: list[str]) -> dict[str, list[str]]:
         splits = load_or_create_cv_splits(
-            run.splits, ids, cv.folds, cv.seed, dm.val_fraction, cv.get("splits_file"), in_use, pending
+            run.splits,
+            ids,
+            cv.folds,
+            cv.seed,
+            dm.val_fraction,
+            cv.get("splits_file"),
+            in_use=in_use,
+            pending=pending,
+            inner_val=cv.get("inner_val", True),
         )
         if not 0 <= cv.fold < len(splits["folds"]):
             raise ValueError(f"cv.fold={cv.fold} is outside the {len(splits['folds'])} folds of the split")
@@ -126,14 +135,16 @@ def _fit(cfg: DictConfig, run: RunDir, dm: Any, info: dict[str, Any]) -> dict[st
     except FloatingPointError as err:
         raise FloatingPointError(f"{err} ({checkpoint_note(run.last_checkpoint)})") from err
     seconds = time.time() - start
+    selection = _validate_final_epoch(cfg, trainer, module, dm, run)
     metrics = _best_metrics(cfg, trainer, module, dm, run)
-    metrics.update(train_seconds=round(seconds, 2), init_from=init or _previous_init(run))
+    metrics.update(selection, train_seconds=round(seconds, 2), init_from=init or _previous_init(run))
     monitor = find_callback(trainer, DataWaitMonitor)
     metrics.update(DataWaitMonitor().summary if monitor is None else monitor.summary)  # None without the callback
     if dm.split.get("test"):
         from medseg.workflows.heldout import evaluate_test_cases
 
-        metrics["test"] = evaluate_test_cases(run, dm, dm.split["test"])
+        keys = ("validated_in_training", "checkpoint_selection", "best_epoch")
+        metrics["test"] = evaluate_test_cases(run, dm, dm.split["test"], info={k: metrics[k] for k in keys})
     run.write_json(run.metrics, metrics)
     return metrics
 
@@ -156,6 +167,49 @@ def _resume_or_init(cfg: DictConfig, module: Any, run: RunDir) -> tuple[str | No
     return resume_from, init
 
 
+def _validate_final_epoch(cfg: DictConfig, trainer: L.Trainer, module: Any, dm: Any, run: RunDir) -> dict[str, Any]:
+    """Validate the final weights when the last epoch was not validated during ``fit`` (``max_epochs`` not a
+    multiple of ``check_val_every_n_epoch``); they become ``best.ckpt`` when they score higher than every validated
+    epoch, or when no validation ran at all. With ``cv.inner_val=false`` (the validation cases are the test fold)
+    nothing is selected: ``best.ckpt`` is the final weights.
+
+    Returns the honesty record for ``metrics.json``: ``validated_in_training`` (False when no validation ran during
+    training, so the checkpoint was never chosen among epochs), ``validations_in_training`` and
+    ``checkpoint_selection``.
+    """
+    cb = _checkpoint_callback(trainer)
+    epochs = int(trainer.current_epoch)
+    every = int(cfg.trainer.get("check_val_every_n_epoch") or 1)
+    record: dict[str, Any] = {
+        "validated_in_training": bool(cb.best_model_path),
+        "validations_in_training": epochs // every,
+        "checkpoint_selection": "best validated epoch",
+    }
+    no_selection = (cfg.get("cv") or {}).get("inner_val") is False and (cfg.get("cv") or {}).get("fold") is not None
+    if (epochs % every == 0 and cb.best_model_path and not no_selection) or not run.last_checkpoint.is_file():
+        return record
+    trainer.validate(module, datamodule=dm, ckpt_path=str(run.last_checkpoint), verbose=False)
+    final = float(module.last_val["dice"])
+    best = cb.best_model_score
+    if no_selection or not cb.best_model_path or best is None or final > float(best):
+        atomic_write_bytes(run.best_checkpoint, run.last_checkpoint.read_bytes())  # the final weights are the best
+        cb.best_model_path, cb.best_model_score = str(run.best_checkpoint), torch.tensor(final)
+        record["checkpoint_selection"] = "final weights" + (
+            " (cv.inner_val=false: the validation cases are the test fold, nothing is selected on them)"
+            if no_selection
+            else " (validated after training)"
+        )
+    if not record["validated_in_training"]:
+        log.warning(
+            "%s: no validation ran during training (max_epochs %d, check_val_every_n_epoch %d): the checkpoint is "
+            "the final weights, validated once after training, not chosen among epochs",
+            run.path,
+            epochs,
+            every,
+        )
+    return record
+
+
 def _best_metrics(cfg: DictConfig, trainer: L.Trainer, module: Any, dm: Any, run: RunDir) -> dict:
     """Re-validate the best checkpoint (the last one when no validation ran during fit) and collect the metrics."""
     best = _checkpoint_callback(trainer).best_model_path
@@ -165,7 +219,7 @@ def _best_metrics(cfg: DictConfig, trainer: L.Trainer, module: Any, dm: Any, run
     trainer.validate(module, datamodule=dm, ckpt_path=best, verbose=False)
     per_class = module.last_val["per_class"]
     return {
-        "val_dice": float(sum(per_class) / max(len(per_class), 1)),
+        "val_dice": float(module.last_val["dice"]),
         "val_dice_per_class": dict(zip(_class_names(dm), per_class, strict=False)),
         "val_per_case": dict(zip(module.last_val["cases"], module.last_val["per_case"], strict=False)),
         "best_epoch": best_epoch or int(trainer.current_epoch),

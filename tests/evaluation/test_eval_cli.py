@@ -37,7 +37,19 @@ def test_evaluate_command(tmp_path) -> None:
     assert result["per_case"][0]["metrics"]["1"]["dice"] == 0.75 and result["nsd_tolerance_mm"] == 1.0
     assert result["summary"]["dice_case_mean"] == 0.75
     assert out.with_suffix(".csv").read_text().startswith("case,fold,dice_mean,1_dice,1_hd95")
-    assert "medseg evaluate" in proc.stdout
+    assert "medseg evaluate" in proc.stdout and "0 labelled cases without a prediction" in proc.stdout
+    assert result["missing_predictions"] == []
+
+    # a labelled case without a prediction is a failure (Dice 0) and is counted; --skip-missing leaves it out
+    save_nifti(label_dir / "c.nii.gz", label, affine)
+    proc = _medseg("evaluate", "-p", pred_dir, "-l", label_dir, "-o", out, "--classes", "1")
+    assert proc.returncode == 0, proc.stderr
+    assert "1 labelled case(s) without a prediction, scored as failures" in proc.stdout
+    result = json.loads(out.read_text())
+    assert result["summary"]["dice_case_mean"] == 0.5 and result["missing_predictions"] == ["c"]
+    proc = _medseg("evaluate", "-p", pred_dir, "-l", label_dir, "-o", out, "--classes", "1", "--skip-missing")
+    assert json.loads(out.read_text())["summary"]["dice_case_mean"] == 0.75 and "left out" in proc.stdout
+    (label_dir / "c.nii.gz").unlink()
 
     missing = _medseg("evaluate", "-p", tmp_path / "nope", "-l", label_dir)
     assert missing.returncode == 1 and "no such folder" in missing.stderr
@@ -63,8 +75,9 @@ def test_compare_command(tmp_path) -> None:
     proc = _medseg("compare", run_a, run_b, "--metric", "dice_mean", "-o", out, "--n-boot", "500")
     assert proc.returncode == 0, proc.stderr
     result = json.loads(out.read_text())
-    expected = {"run_a", "run_b", "metric", "n", "difference", "mean_a", "mean_b", "mean_diff", "ci95",
-                "wilcoxon_p", "mannwhitney_p", "n_boot", "seed", "only_a", "only_b", "undefined"}  # fmt: skip
+    expected = {"run_a", "run_b", "metric", "n", "difference", "mean_a", "mean_b", "mean_diff", "ci95", "ci_method",
+                "wilcoxon_p", "wilcoxon_min_p", "mannwhitney_p", "notes", "n_boot", "seed", "only_a", "only_b",
+                "undefined", "worst_case_a", "worst_case_b"}  # fmt: skip
     assert set(result) == expected
     assert result["n"] == 12 and abs(result["mean_diff"] - 0.1) < 1e-9 and result["wilcoxon_p"] < 0.05
     assert "Wilcoxon" in proc.stdout

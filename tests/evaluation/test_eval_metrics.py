@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import json
+import math
+
 import numpy as np
 import pytest
 
 from medseg.data.synthetic import save_nifti
-from medseg.evaluation.metrics import case_metrics, evaluate_folder, evaluate_pair
+from medseg.evaluation.aggregate import case_means
+from medseg.evaluation.metrics import case_metrics, evaluate_folder, evaluate_pair, image_diagonal_mm
 
 SPACING = (2.0, 1.0, 0.5)
 
@@ -100,18 +104,36 @@ def test_empty_case_rules() -> None:
     full, _ = _slabs(0)
     empty = np.zeros_like(full)
     both = case_metrics(empty, empty, SPACING, [1])["1"]
-    assert (both["dice"], both["iou"], both["nsd"], both["hd95"]) == (1.0, 1.0, 1.0, 0.0)
+    assert (both["dice"], both["iou"], both["nsd"], both["hd95"]) == (None, None, None, None)  # absent: no score
+    assert both["absent"] and not both["hd95_worst_case"]
+    # one mask empty: HD95 is the image diagonal, (8, 9, 10) voxels of (2, 1, 0.5) mm → sqrt(16² + 9² + 5²) mm
+    diagonal = math.sqrt(16**2 + 9**2 + 5**2)
+    assert image_diagonal_mm((8, 9, 10), SPACING) == pytest.approx(diagonal)
     for pred, label in ((full, empty), (empty, full)):
         m = case_metrics(pred, label, SPACING, [1])["1"]
-        assert (m["dice"], m["iou"], m["nsd"], m["hd95"]) == (0.0, 0.0, 0.0, None)
+        assert (m["dice"], m["iou"], m["nsd"]) == (0.0, 0.0, 0.0) and m["hd95"] == pytest.approx(diagonal)
+        assert m["hd95_worst_case"] and not m["absent"]
     m = case_metrics(full, empty, SPACING, [1])["1"]
     assert (m["tp"], m["fp"], m["fn"]) == (0, 50, 0) and m["vol_diff_ml"] == pytest.approx(0.05)
+    assert not case_metrics(full, full, SPACING, [1])["1"]["hd95_worst_case"]
+
+
+def test_absent_class_is_excluded_from_the_case_mean() -> None:
+    """Issue 17, item 9: organ Dice 0.7 and a lesion absent from both masks → the case's Dice is 0.7, not 0.85."""
+    label = np.zeros((10, 10, 10), np.uint8)
+    label[0:5, 0:2, 0:10] = 1  # 100 voxels
+    pred = np.zeros_like(label)
+    pred[0:5, 0:2, 0:7] = 1  # 70 voxels inside → Dice 140 / 170
+    pred[0:5, 2:4, 0:3] = 1  # 30 voxels outside → Dice 2·70 / (100 + 100) = 0.7
+    metrics = case_metrics(pred, label, (1.0, 1.0, 1.0), {1: "organ", 2: "lesion"})
+    assert metrics["organ"]["dice"] == pytest.approx(0.7) and metrics["lesion"]["dice"] is None
+    assert case_means(metrics)["dice_mean"] == pytest.approx(0.7)
 
 
 def test_named_classes_and_errors() -> None:
     p, r = _slabs(0)
     m = case_metrics(p * 2, r * 2, SPACING, {"0": "background", "1": "organ", "2": "lesion"})
-    assert list(m) == ["organ", "lesion"] and m["organ"]["hd95"] == 0.0 and m["lesion"]["dice"] == pytest.approx(0.5)
+    assert list(m) == ["organ", "lesion"] and m["organ"]["hd95"] is None and m["lesion"]["dice"] == pytest.approx(0.5)
     with pytest.raises(ValueError, match=r"\(8, 9, 10\).*\(8, 9, 9\)"):
         case_metrics(p, r[:, :, :9], SPACING, [1])
     with pytest.raises(ValueError, match="integer"):
@@ -138,11 +160,54 @@ def test_evaluate_folder(tmp_path) -> None:
     assert out["classes"] == ["1", "2"] and out["unmatched"] == {"pred_only": ["extra"], "label_only": []}
     a, b = out["per_case"]
     assert a["case"] == "a" and a["metrics"]["1"]["hd95"] == pytest.approx(2.0)  # spacing from the affine
-    assert a["metrics"]["2"]["dice"] == 1.0  # absent from both files → "both empty"
-    assert b["metrics"]["1"]["dice"] == 1.0 and b["metrics"]["2"]["dice"] == 1.0 and b["dice_mean"] == 1.0
-    assert out["summary"]["dice_case_mean"] == pytest.approx((0.75 + 1.0) / 2)
+    assert a["metrics"]["2"]["dice"] is None and a["metrics"]["2"]["absent"]  # absent from both files: no score
+    assert a["dice_mean"] == pytest.approx(0.5)  # class 1 only (was (0.5 + 1) / 2 when absent counted as 1)
+    assert b["metrics"]["1"]["dice"] is None and b["metrics"]["2"]["dice"] == 1.0 and b["dice_mean"] == 1.0
+    assert out["summary"]["dice_case_mean"] == pytest.approx((0.5 + 1.0) / 2)
+    assert out["summary"]["absent_in_both"] == 2 and out["missing_predictions"] == []
     only_two = evaluate_folder(pred_dir, label_dir, classes=[2])
     assert only_two["classes"] == ["2"]
+
+
+def test_missing_prediction_is_a_failure_unless_skipped(tmp_path) -> None:
+    """Issue 17, item 8: a labelled case without a prediction scores Dice 0 and the worst-case HD95."""
+    pred_dir, label_dir = tmp_path / "pred", tmp_path / "labels"
+    pred_dir.mkdir()
+    label_dir.mkdir()
+    p, r = _slabs(0)
+    save_nifti(pred_dir / "a.nii.gz", r, _affine())  # perfect
+    save_nifti(label_dir / "a.nii.gz", r, _affine())
+    save_nifti(label_dir / "b.nii.gz", r, _affine())  # no prediction
+    out = evaluate_folder(pred_dir, label_dir)
+    a, b = out["per_case"]
+    assert (a["dice_mean"], b["dice_mean"]) == (1.0, 0.0) and b["missing_prediction"] and "missing_prediction" not in a
+    assert b["metrics"]["1"]["hd95"] == pytest.approx(math.sqrt(16**2 + 9**2 + 5**2))  # (8,9,10) × (2,1,0.5) mm
+    assert out["missing_predictions"] == ["b"] and out["summary"]["missing_predictions"] == ["b"]
+    assert out["summary"]["dice_case_mean"] == pytest.approx(0.5) and out["summary"]["hd95_worst_case"] == 1
+    skipped = evaluate_folder(pred_dir, label_dir, skip_missing=True)
+    assert [r["case"] for r in skipped["per_case"]] == ["a"] and skipped["summary"]["dice_case_mean"] == 1.0
+    assert skipped["missing_predictions"] == ["b"] and "skipped" in skipped["missing_policy"]
+
+
+def test_class_names_from_dataset_json(tmp_path) -> None:
+    """Issue 17, item 10: classes are named as in the dataset.json beside the labels (MSD / nnU-Net layout)."""
+    pred_dir, label_dir = tmp_path / "pred", tmp_path / "task" / "labelsTr"
+    pred_dir.mkdir()
+    label_dir.mkdir(parents=True)
+    p, r = _slabs(0)
+    save_nifti(pred_dir / "a.nii.gz", p + p * (np.roll(p, 1, 0)), _affine())
+    save_nifti(label_dir / "a.nii.gz", r * 2, _affine())
+    (tmp_path / "task" / "dataset.json").write_text(json.dumps({"labels": {"background": 0, "organ": 1, "lesion": 2}}))
+    out = evaluate_folder(pred_dir, label_dir)
+    assert out["classes"] == ["organ", "lesion"] and set(out["per_case"][0]["metrics"]) == {"organ", "lesion"}
+    assert evaluate_folder(pred_dir, label_dir, classes=[2])["classes"] == ["lesion"]
+    assert evaluate_folder(pred_dir, label_dir, names={1: "a", 2: "b"})["classes"] == ["a", "b"]
+    # the names reach `medseg compare --metric lesion_dice` (it failed on "1"/"2" before)
+    from medseg.evaluation.stats import compare_runs
+
+    (tmp_path / "a.json").write_text(json.dumps(out))
+    (tmp_path / "b.json").write_text(json.dumps(out))
+    assert compare_runs(tmp_path / "a.json", tmp_path / "b.json", "lesion_dice", n_boot=100)["mean_diff"] == 0.0
 
 
 def test_itk_label_matches_nifti_prediction(tmp_path) -> None:

@@ -61,3 +61,30 @@ def test_compare_runs_reads_cv_summary(tmp_path) -> None:
         compare_runs(tmp_path / "run_a", tmp_path / "run_b", "lesion_dice")
     with pytest.raises(FileNotFoundError):
         compare_runs(tmp_path / "run_a", tmp_path / "nope")
+
+
+def test_ci_is_scipys_bca_bootstrap() -> None:
+    """Issue 17, item 11: the CI is ``scipy.stats.bootstrap``'s BCa interval (same resamples, same numbers)."""
+    from scipy.stats import bootstrap
+
+    a = _values(15)
+    b = {c: v + 0.05 * np.sin(i) for i, (c, v) in enumerate(a.items())}
+    r = compare_cases(a, b, n_boot=3000, seed=4)
+    diff = np.array([b[c] - a[c] for c in sorted(a)])
+    ref = bootstrap((diff,), np.mean, n_resamples=3000, method="BCa", rng=np.random.default_rng(4))
+    assert r["ci_method"] == "BCa" and r["ci95"] == pytest.approx(list(ref.confidence_interval))
+    assert r["notes"] == []  # 15 cases: nothing to warn about
+
+
+def test_small_samples_are_flagged() -> None:
+    """With 6 cases the smallest possible Wilcoxon p is 2/2^6 = 0.031; with 4 it is 0.125 (cannot show anything)."""
+    from medseg.evaluation.stats import wilcoxon_min_p
+
+    assert wilcoxon_min_p(6) == pytest.approx(0.03125) and wilcoxon_min_p(4) == pytest.approx(0.125)
+    a = {f"c{i}": 0.5 for i in range(4)}
+    b = {f"c{i}": 0.6 + 0.01 * i for i in range(4)}
+    r = compare_cases(a, b, n_boot=500)
+    assert r["wilcoxon_p"] == pytest.approx(0.125) and r["wilcoxon_min_p"] == pytest.approx(0.125)
+    assert any("cannot reach p < 0.05" in n for n in r["notes"]) and any("unreliable" in n for n in r["notes"])
+    constant = compare_cases(a, {c: v + 0.1 for c, v in a.items()}, n_boot=500)
+    assert constant["ci_method"] == "none" and constant["ci95"] == pytest.approx([0.1, 0.1])

@@ -3,7 +3,7 @@ import torch
 import torch.nn.functional as F
 from monai.losses import DiceCELoss
 
-from medseg.training.losses import FocalTverskyLoss, deep_supervision_weights, with_deep_supervision
+from medseg.training.losses import FocalTverskyLoss, deep_supervision_weights, split_zero_heads, with_deep_supervision
 
 
 def _target(size: int = 32, dims: int = 2) -> torch.Tensor:
@@ -65,10 +65,26 @@ def test_focal_tversky_sigmoid_binary_and_gradient():
 
 
 def test_deep_supervision_weights():
-    assert deep_supervision_weights(4) == pytest.approx([1 / 1.75, 0.5 / 1.75, 0.25 / 1.75, 0.0])
-    assert sum(deep_supervision_weights(4)) == pytest.approx(1.0)
+    # default: 1/2^i over every output, normalised — no head is left without gradient
+    assert deep_supervision_weights(4) == pytest.approx([8 / 15, 4 / 15, 2 / 15, 1 / 15])
     assert deep_supervision_weights(1) == [1.0]
-    assert deep_supervision_weights(3) == pytest.approx([2 / 3, 1 / 3, 0.0])
+    assert deep_supervision_weights(3) == pytest.approx([4 / 7, 2 / 7, 1 / 7])
+    # nnU-Net's weighting stays available: the coarsest of >= 3 outputs at 0
+    assert deep_supervision_weights(4, "nnunet") == pytest.approx([1 / 1.75, 0.5 / 1.75, 0.25 / 1.75, 0.0])
+    assert deep_supervision_weights(2, "nnunet") == pytest.approx([2 / 3, 1 / 3])
+    assert deep_supervision_weights(2, [3.0, 1.0]) == pytest.approx([0.75, 0.25])
+    with pytest.raises(ValueError, match="2 entries but the network has 3"):
+        deep_supervision_weights(3, [1.0, 1.0])
+    with pytest.raises(ValueError, match="must be null, halving or nnunet"):
+        deep_supervision_weights(3, "equal")
+
+
+def test_zero_weight_heads_are_split_off_only_at_the_coarse_end():
+    assert split_zero_heads([0.5, 0.25, 0.25, 0.0]) == (pytest.approx([0.5, 0.25, 0.25]), 1)
+    assert split_zero_heads([1.0, 0.0, 0.0]) == ([1.0], 2)
+    assert split_zero_heads([0.5, 0.5]) == ([0.5, 0.5], 0)
+    with pytest.raises(ValueError, match="leaves its head untrained"):
+        split_zero_heads([0.5, 0.0, 0.5])
 
 
 def test_with_single_output_is_the_plain_loss():
@@ -103,8 +119,7 @@ def test_deep_supervision_loss_is_weighted_sum(dims):
     by_hand = sum(wi * base(o, t) for wi, o, t in zip(w, outs, targets, strict=True))
     torch.testing.assert_close(loss, by_hand)
     loss.backward()
-    assert outs[0].grad.abs().sum() > 0 and outs[1].grad.abs().sum() > 0
-    assert outs[2].grad.abs().sum() == 0  # the coarsest output has weight 0
+    assert all(o.grad.abs().sum() > 0 for o in outs)  # every output, the coarsest included, gets a gradient
 
 
 def test_deep_supervision_custom_weights():

@@ -59,5 +59,40 @@ def test_validation_dice_perfect_and_empty_classes():
     module.on_validation_epoch_end()
     assert module.last_val["cases"] == ["a", "b"]
     assert module.last_val["per_class"] == pytest.approx([1.0, 1.0])
-    per_case = torch.tensor(module.last_val["per_case"])
-    assert per_case[0, 0] == pytest.approx(1.0) and torch.isnan(per_case[0, 1])  # empty class ignored
+    per_case = module.last_val["per_case"]
+    assert per_case[0][0] == pytest.approx(1.0) and per_case[0][1] is None  # absent in both: no score (JSON null)
+
+
+def test_validation_and_evaluation_share_one_empty_class_rule():
+    """Issue 17, item 9: absent from both → no score (not 1); only predicted → 0 — the same in the validation Dice
+    that selects checkpoints and in ``medseg evaluate``."""
+    import numpy as np
+
+    from medseg.evaluation.metrics import case_metrics
+    from medseg.training.module import dice_per_class
+
+    label = torch.zeros(3, 1, 6, 6, 4, dtype=torch.long)
+    pred = torch.zeros_like(label)
+    label[0, :, :3], pred[0, :, 1:4] = 1, 1  # case 0: class 1 overlaps 2/3 → Dice 2/3; class 2 absent in both
+    pred[1, :, :2, :2] = 2  # case 1: class 2 only predicted (false positive) → 0; class 1 absent in both
+    label[2, :, 3:], pred[2, :, 3:] = 2, 2  # case 2: class 2 perfect; class 1 absent in both
+    got = dice_per_class(pred, label, 3)
+    expected = torch.tensor([[2 / 3, float("nan")], [float("nan"), 0.0], [float("nan"), 1.0]], dtype=torch.float64)
+    torch.testing.assert_close(got, expected, equal_nan=True)
+    for b in range(3):
+        ref = case_metrics(pred[b, 0].numpy(), label[b, 0].numpy(), (1.0, 1.0, 1.0), [1, 2])
+        ours = [ref[c]["dice"] for c in ("1", "2")]
+        assert [None if np.isnan(v) else v for v in got[b].tolist()] == pytest.approx(ours)
+
+    module = SegmentationModule(
+        _Oracle(), nn.Identity(), optimizer=torch.optim.SGD, num_classes=3, roi_size=[8, 8, 8], sw_batch_size=2
+    )
+    logged = {}
+    module.log = lambda name, value, **k: logged.__setitem__(name, float(value))  # no Trainer attached
+    for b in range(3):
+        module.val_scores.append(got[b : b + 1])
+    module.val_cases = ["a", "b", "c"]
+    module.on_validation_epoch_end()
+    # class 1: mean over its one scored case (2/3); class 2: mean of (0, 1) = 0.5; val_dice = mean of the two
+    assert module.last_val["per_class"] == pytest.approx([2 / 3, 0.5])
+    assert logged["val_dice"] == pytest.approx((2 / 3 + 0.5) / 2) and module.last_val["per_case"][0][1] is None

@@ -134,6 +134,53 @@ def test_ddp_two_cpu_processes(tmp_path, msd_dataset_factory):
     assert "distributed_backend=gloo" in proc.stdout + proc.stderr or "gloo" in (proc.stdout + proc.stderr).lower()
 
 
+NNUNET = [  # nnU-Net's splits_final.json: a list of {train, val}; its "val" is the held-out fold
+    {"train": IDS[4:], "val": IDS[:4]},
+    {"train": IDS[:4] + IDS[8:], "val": IDS[4:8]},
+    {"train": IDS[:8], "val": IDS[8:]},
+]
+
+
+def test_nnunet_splits_final_is_accepted(tmp_path):
+    """Issue 17, item 12: nnU-Net's val fold becomes our test fold; our validation cases come from its train."""
+    path = tmp_path / "splits_final.json"
+    path.write_text(json.dumps(NNUNET))
+    got = load_or_create_cv_splits(tmp_path / "splits.json", IDS, 5, 7, 0.25, user_file=path)
+    assert got["n_folds"] == 3 and got["source"] == "nnU-Net"
+    for fold, entry in zip(got["folds"], NNUNET, strict=True):
+        assert fold["test"] == sorted(entry["val"])
+        assert sorted(fold["train"] + fold["val"]) == sorted(entry["train"]) and len(fold["val"]) == 2  # 0.25 × 7|8
+        assert not set(fold["val"]) & set(fold["test"])
+    assert json.loads((tmp_path / "splits.json").read_text()) == got
+    # nnU-Net's protocol: train on its whole train list, validate on the held-out fold
+    nn = load_or_create_cv_splits(tmp_path / "nn.json", IDS, 5, 7, 0.25, user_file=path, inner_val=False)
+    assert nn["inner_val"] is False
+    for fold, entry in zip(nn["folds"], NNUNET, strict=True):
+        assert fold["train"] == sorted(entry["train"]) and fold["val"] == fold["test"] == sorted(entry["val"])
+    with pytest.raises(DatasetError, match="written with cv.inner_val=false"):
+        load_or_create_cv_splits(tmp_path / "other.json", IDS, 5, 7, 0.25, user_file=tmp_path / "nn.json")
+    path.write_text(json.dumps([{"train": IDS[1:]}]))
+    with pytest.raises(DatasetError, match="nnU-Net fold 0 must be an object with 'train' and 'val'"):
+        load_or_create_cv_splits(tmp_path / "bad.json", IDS, 5, 7, 0.25, user_file=path)
+
+
+def test_inner_val_false_tests_the_final_weights(tmp_path, msd_dataset_factory):
+    """cv.inner_val=false: each fold validates on its test fold (nnU-Net) and, selecting nothing on it, tests its
+    final weights."""
+    data = msd_dataset_factory(tmp_path / "data", n_cases=6, fov_mm=40.0, seed=1)
+    ids = [f"case_{i:03d}" for i in range(6)]
+    path = tmp_path / "splits_final.json"
+    path.write_text(json.dumps([{"train": ids[3:], "val": ids[:3]}, {"train": ids[:3], "val": ids[3:]}]))
+    overrides = [*_overrides(data, epochs=2), f"cv.splits_file={path}", "cv.inner_val=false"]
+    summary = cross_validate(compose_config("cv", overrides, run_dir=tmp_path / "cv"))
+    assert summary["n_cases"] == 6
+    for k in range(2):
+        metrics = json.loads((tmp_path / "cv" / f"fold_{k}" / "metrics.json").read_text())
+        assert metrics["n_train"] == 3 and metrics["n_val"] == 3
+        assert sorted(metrics["val_per_case"]) == sorted(ids[3 * k : 3 * k + 3])  # validated on its test fold
+        assert metrics["checkpoint_selection"].startswith("final weights (cv.inner_val=false")
+
+
 # ------------------------------------------------------------------------------------------- launcher presets
 @pytest.mark.parametrize(
     ("name", "plugin"),
