@@ -26,7 +26,8 @@ def run_workflow(command: str, workflow: Callable[[Any], Any], summary: Callable
 
         plan = guarded(command, lambda: plan_run(cfg, RunDir(cfg.paths.output_dir)))
         if plan is not None:
-            print_plan(plan, cfg, where=RunDir(cfg.paths.output_dir).plan)
+            where = RunDir(cfg.paths.output_dir).plan
+            print_plan(plan, cfg, where=f"plan: {where} (edit it and re-run in this run directory to change it)")
     result = guarded(command, lambda: workflow(cfg))
     summary(result, cfg.paths.output_dir)
     plot_curves(cfg.paths.output_dir)

@@ -6,7 +6,6 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from pathlib import Path
 from typing import Any
 
 from rich.table import Table
@@ -38,26 +37,33 @@ def parser() -> argparse.ArgumentParser:
     return p
 
 
-def print_plan(plan: Any, cfg: Any, where: Path | None = None) -> None:
+def print_plan(plan: Any, cfg: Any, where: str | None = None) -> None:
     """The plan as a table (key, value in ``cfg``, why) followed by its notes; keys in ``plan.keep`` show your value."""
     from omegaconf import OmegaConf
+
+    from medseg.planning.auto import PLANNED_KEYS
 
     keep = [str(k) for k in (OmegaConf.select(cfg, "plan.keep") or [])]
     table = Table(title=Text(f"medseg plan: data.root={cfg.data.root}"), show_lines=False)
     for column in ("key", "value", "why"):
         table.add_column(column, overflow="fold")
-    for key, value in plan.values.items():
+    for key in PLANNED_KEYS:
         kept = key in keep
-        if kept:
-            value = OmegaConf.select(cfg, key, default=None)
-            value = OmegaConf.to_container(value) if OmegaConf.is_config(value) else value
-        why = f"set by you (the plan: {_short(plan.values[key])})" if kept else plan.why.get(key, "")
+        if key not in plan.values and not kept:
+            continue
+        value = OmegaConf.select(cfg, key, default=None) if kept else plan.values[key]
+        value = OmegaConf.to_container(value) if OmegaConf.is_config(value) else value
+        why = (
+            plan.why.get(key, "")
+            if not kept
+            else "set by you" + (f" (the plan: {_short(plan.values[key])})" if key in plan.values else "")
+        )
         table.add_row(Text(key), Text(_short(value)), Text(why))
     out.print(table)
     for note in plan.notes:
         out.print(Text(f"- {note}"))
     if where is not None:
-        out.print(Text(f"plan written to {where} (edit it and re-run to change the plan)"))
+        out.print(Text(where))
 
 
 def _short(value: Any) -> str:
@@ -106,5 +112,6 @@ def run(args: list[str]) -> int:
         sys.stdout.write(json.dumps({**doc, "recommended_spatial_dims": plan.recommended_dims}, indent=2) + "\n")
         return 0
     _fingerprint_table(fingerprint)
-    print_plan(plan, cfg, where=Path(ns.output) if ns.output else None)
+    where = f"plan written to {ns.output}: train with plan.file={ns.output} (edit values there first)"
+    print_plan(plan, cfg, where=where if ns.output else None)
     return 0

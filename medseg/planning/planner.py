@@ -185,7 +185,7 @@ class _Planner:
             patch = [int(p) for p in self.fixed[self.patch_key]]
             net, _, levels = self.candidate(spacing, patch)  # your patch as it is (validate checks divisibility)
             trial = self.fits(net, patch, MIN_BATCH)
-            why_patch = "set by you"
+            why_patch = ""  # yours: not planned
         else:
             start = 256**3 if self.dims == 3 else 2048**2
             patch = topo.initial_patch(spacing, shape, start)
@@ -205,7 +205,8 @@ class _Planner:
                 f"even {self.patch_key}={patch} at batch 2 takes {trial.bytes / GiB:.2f} GiB > the budget "
                 f"{budget / GiB:.1f} GiB (plan.memory_gb)"
             )
-        self.plan.set(self.patch_key, patch, why_patch)
+        if why_patch:
+            self.plan.set(self.patch_key, patch, why_patch)
         self._topology(net, levels, spacing)
         self._batch(net, patch, trial, budget, n_voxels)
 
