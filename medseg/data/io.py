@@ -8,6 +8,8 @@ from typing import Any
 import nibabel as nib
 import numpy as np
 
+from medseg.data.dicom import is_dicom_ref, read_series
+
 NIFTI_SUFFIXES = (".nii.gz", ".nii")
 ITK_SUFFIXES = (".nrrd", ".mha", ".mhd", ".nhdr")
 IMAGE_SUFFIXES = NIFTI_SUFFIXES + ITK_SUFFIXES
@@ -28,10 +30,13 @@ def is_image_file(path: Path) -> bool:
 def read_volume(path: str | Path, header_only: bool = False) -> tuple[tuple[int, ...], np.ndarray, np.ndarray | None]:
     """Read ``(shape, affine_ras, data)`` of an image; ``data`` is None with ``header_only``.
 
-    The affine maps voxel indices to RAS+ world millimetres for every format (ITK's LPS is converted).
+    The affine maps voxel indices to RAS+ world millimetres for every format (ITK's LPS is converted). A DICOM
+    series folder is read by :func:`medseg.data.dicom.read_series`.
     Raises ``OSError`` / ``ValueError`` with the file name when the file cannot be read.
     """
     path = Path(path)
+    if not path.is_file() and is_dicom_ref(path):  # a DICOM series folder (medseg.data.dicom)
+        return read_series(str(path), header_only)
     try:
         if path.name.endswith(NIFTI_SUFFIXES):
             img: Any = nib.load(str(path))
