@@ -2,7 +2,8 @@
 
 Built from MONAI's transforms, in nnU-Net's order: spatial (rotation, scaling, optional elastic deformation) on a
 larger crop so that rotated corners hold image rather than padding, then Gaussian noise, Gaussian blur, brightness
-(multiplicative), contrast, low-resolution simulation, gamma (also on the inverted image), mirroring. Every key is a
+(multiplicative), contrast, low-resolution simulation, gamma (also on the inverted image); mirroring, which commutes
+with them, runs before them (the order ``light`` always had). Every key is a
 probability per sample (0 = off); ranges are separate keys. For an anisotropic patch (one axis more than 3× shorter
 than the longest, e.g. 80 × 80 × 16) rotation is in-plane only, as nnU-Net's "dummy 2D" augmentation.
 
@@ -142,11 +143,12 @@ def augmentation(augment: Mapping[str, Any] | None, patch: Sequence[int]) -> tup
             out.append(T.Rand3DElasticd(KEYS, (9, 13), (0, 200), prob=aug["elastic"], mode=modes))
         else:
             out.append(T.Rand2DElasticd(KEYS, (24, 24), (0, 2), prob=aug["elastic"], mode=modes))
-    out += _intensity(aug, dims, planar)
+    # mirroring before the intensity transforms (they commute): light's order, so its random draws are unchanged
     if aug["flip"] > 0:
         out += [T.RandFlipd(KEYS, prob=aug["flip"], spatial_axis=a) for a in range(dims)]
     if aug["rotate90"] > 0 and patch[0] == patch[1]:
         out.append(T.RandRotate90d(KEYS, prob=aug["rotate90"], spatial_axes=(0, 1)))
+    out += _intensity(aug, dims, planar)
     return crop, out
 
 
