@@ -238,7 +238,7 @@ class _Planner:
         if self.anisotropic_ok:
             for key, value in (("model.net.strides", levels.strides), ("model.net.kernel_sizes", levels.kernels)):
                 if key not in self.fixed:
-                    self.plan.set(key, value, _topology_why(key, spacing, aniso))
+                    self.plan.set(key, value, _topology_why(key, spacing, levels, self.settings.min_feature_map))
         elif aniso:
             self.plan.notes.append(
                 f"{net.get('_target_')} takes no per-level strides/kernel_sizes: it pools every axis although the "
@@ -267,12 +267,16 @@ class _Planner:
         )
 
 
-def _topology_why(key: str, spacing: list[float], anisotropic: bool) -> str:
-    if not anisotropic:
-        return "pool by 2 on every axis (isotropic enough: spacings within 2x)" if key.endswith("strides") else "3"
+def _topology_why(key: str, spacing: list[float], levels: topo.Topology, min_feature_map: int) -> str:
+    spacing_text = [round(s, 3) for s in spacing]
     if key.endswith("strides"):
-        return f"spacing {[round(s, 3) for s in spacing]}: no pooling along a coarse axis until it is within 2x"
-    return "1 along an axis more than 2x coarser than the finest (in-plane kernels), 3 once within 2x"
+        return (
+            f"spacing {spacing_text}: each level pools (x2) the axes within 2x of the finest spacing that stay >= "
+            f"{2 * min_feature_map} voxels; a coarser axis waits until it is within 2x"
+        )
+    if any(k == 1 for level in levels.kernels for k in level):
+        return "1 along an axis still more than 2x coarser than the finest (in-plane kernels), 3 once within 2x"
+    return "3 on every axis (every spacing within 2x of the finest)"
 
 
 def _recommend(plan: Plan, spacing: list[float], shape: list[float], min_feature_map: int) -> None:

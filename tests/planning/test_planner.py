@@ -48,7 +48,8 @@ def test_anisotropic_data_gets_in_plane_levels_first():
     assert v["data.patch_size"] == [128, 128, 16]  # the median shape, rounded up to the divisor (32, 32, 4)
     assert v["data.batch_size"] == 2  # 5 % of 10 cases is less than one patch: at least 2
     assert (v["data.iters_per_epoch"], v["trainer.max_epochs"]) == (250, 1000)
-    assert "no pooling along a coarse axis" in plan.why["model.net.strides"]
+    assert "a coarser axis waits until it is within 2x" in plan.why["model.net.strides"]
+    assert plan.why["model.net.kernel_sizes"].startswith("1 along an axis still more than 2x coarser")
 
 
 def test_the_patch_shrinks_until_a_measured_step_fits_the_budget():
@@ -92,7 +93,7 @@ def test_isotropic_data_pools_every_axis_and_recommends_3d():
     plan, _ = plan_for(fingerprint([1.0, 1.0, 1.0], [80, 80, 80]), budget_gb=64)
     assert all(s == [2, 2, 2] for s in plan.values["model.net.strides"])
     assert plan.recommended_dims == 3
-    assert plan.why["model.net.strides"].startswith("pool by 2 on every axis")
+    assert plan.why["model.net.kernel_sizes"] == "3 on every axis (every spacing within 2x of the finest)"
 
 
 @pytest.mark.parametrize(("slices", "dims"), [(6, 2), (16, 3)])
