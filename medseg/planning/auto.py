@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+import yaml
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from medseg.data.discovery import discover
@@ -198,7 +199,8 @@ def plan_yaml(plan: Plan, fingerprint: dict[str, Any] | None, root: str) -> str:
         "# `config` holds ordinary config keys. Edit a value and re-run in this run directory, or train with\n"
         "# plan.file=THIS_FILE: the file wins over planning, and a key=value on the command line wins over the file.\n"
     )
-    return header + OmegaConf.to_yaml(OmegaConf.create(doc))
+    body = yaml.safe_dump(doc, sort_keys=False, default_flow_style=None, width=118, allow_unicode=True)
+    return header + body  # lists of numbers on one line: [0.7, 0.7, 2.785]
 
 
 def read_plan(path: str | Path) -> Plan:
