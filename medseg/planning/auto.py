@@ -199,8 +199,15 @@ def plan_yaml(plan: Plan, fingerprint: dict[str, Any] | None, root: str) -> str:
         "# `config` holds ordinary config keys. Edit a value and re-run in this run directory, or train with\n"
         "# plan.file=THIS_FILE: the file wins over planning, and a key=value on the command line wins over the file.\n"
     )
-    body = yaml.safe_dump(doc, sort_keys=False, default_flow_style=None, width=118, allow_unicode=True)
+    body = yaml.dump(doc, Dumper=_NoAliases, sort_keys=False, default_flow_style=None, width=118, allow_unicode=True)
     return header + body  # lists of numbers on one line: [0.7, 0.7, 2.785]
+
+
+class _NoAliases(yaml.SafeDumper):
+    """Plain YAML: a value written twice is written out twice, never as an anchor (read_plan refuses anchors)."""
+
+    def ignore_aliases(self, data: Any) -> bool:
+        return True
 
 
 def read_plan(path: str | Path) -> Plan:
