@@ -196,6 +196,7 @@ class SegDataModule(L.LightningDataModule):
             "modality": self.modality,
             "num_classes": self.num_classes,
             "in_channels": self.in_channels,
+            "channel_names": list(spec.channels),  # dataset.json's modality / channel_names, in channel order
             "intensity_stats": self.stats,
         }
 

@@ -155,10 +155,12 @@ class _Planner:
         self.base = int(channels[0])
         self.cap = settings.max_channels if dims == 3 else max(settings.max_channels, 512)
 
-    def candidate(self, spacing: list[float], patch: list[int]) -> tuple[dict[str, Any], list[int], topo.Topology]:
-        """The network config and rounded patch for ``patch``."""
+    def candidate(
+        self, spacing: list[float], patch: list[int], exact: bool = False
+    ) -> tuple[dict[str, Any], list[int], topo.Topology]:
+        """The network config and rounded patch for ``patch`` (``exact``: levels that divide ``patch`` as it is)."""
         levels = topo.pool_and_kernels(
-            spacing, patch, self.settings.min_feature_map, self.settings.max_depth, self.depth
+            spacing, patch, self.settings.min_feature_map, self.settings.max_depth, self.depth, exact
         )
         net = dict(self.net)
         fixed_channels = self.fixed.get("model.net.channels")
@@ -183,7 +185,7 @@ class _Planner:
         budget = self.settings.memory_bytes
         if self.patch_key in self.fixed:
             patch = [int(p) for p in self.fixed[self.patch_key]]
-            net, _, levels = self.candidate(spacing, patch)  # your patch as it is (validate checks divisibility)
+            net, _, levels = self.candidate(spacing, patch, exact=True)  # your patch as it is
             trial = self.fits(net, patch, MIN_BATCH)
             why_patch = ""  # yours: not planned
         else:

@@ -75,6 +75,7 @@ def pool_and_kernels(
     min_feature_map: int = 4,
     max_depth: int = 6,
     depth: int | None = None,
+    exact: bool = False,
 ) -> Topology:
     """nnU-Net's ``get_pool_and_conv_props``: pool (×2) the axes whose spacing is within 2× of the finest one while
     they stay at least ``2 × min_feature_map`` voxels (a lone axis ``3 ×``); an axis gets 3-wide kernels once its
@@ -87,6 +88,7 @@ def pool_and_kernels(
         max_depth: at most this many poolings.
         depth: exactly this many poolings (a fixed ``model.net.channels``); when the rule stops earlier, the
             remaining levels pool the largest axes that can still be halved, else do not pool.
+        exact: pool an axis only while its size is even (a patch you set: the levels must divide it as it is).
     """
     dims = len(spacing)
     cur_spacing, cur_size = [float(s) for s in spacing], [float(p) for p in patch]
@@ -95,7 +97,7 @@ def pool_and_kernels(
     kernel = [1] * dims
     limit = max_depth if depth is None else depth
     while len(strides) < limit:
-        valid = [a for a in range(dims) if cur_size[a] >= 2 * min_feature_map]
+        valid = [a for a in range(dims) if cur_size[a] >= 2 * min_feature_map and not (exact and cur_size[a] % 2)]
         if valid:
             finest = min(cur_spacing[a] for a in valid)
             valid = [a for a in valid if cur_spacing[a] / finest < 2]
@@ -104,7 +106,7 @@ def pool_and_kernels(
         if not valid:
             if depth is None:
                 break
-            valid = [a for a in range(dims) if cur_size[a] >= 2] or []
+            valid = [a for a in range(dims) if cur_size[a] >= 2 and not (exact and cur_size[a] % 2)]
         for a in range(dims):
             if kernel[a] != 3 and cur_spacing[a] / min(cur_spacing) < 2:
                 kernel[a] = 3

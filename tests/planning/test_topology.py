@@ -65,3 +65,10 @@ def test_initial_patch_has_an_isotropic_physical_aspect_clipped_to_the_median_sh
     assert topo.initial_patch([1.0, 1.0, 4.0], [120, 120, 16], 256**3) == [120, 120, 16]
     assert topo.round_patch([119, 100, 15], [32, 32, 4]) == [128, 128, 16]
     assert topo.shrink_axis([128, 128, 16], [120, 60, 16]) == 1
+
+
+def test_a_patch_you_set_gets_levels_that_divide_it():
+    # 100 → 50 → 25: 25 is odd, so x and y stop there; z 20 → 10 → 5
+    levels = topo.pool_and_kernels([1.0, 1.0, 1.0], [100, 100, 20], exact=True)
+    assert levels.strides == [[2, 2, 2], [2, 2, 2]]
+    assert all(p % d == 0 for p, d in zip([100, 100, 20], levels.divisor, strict=True))

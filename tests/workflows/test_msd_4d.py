@@ -59,6 +59,7 @@ def test_train_and_predict_on_4d_images(tmp_path, capsys):
     metrics = train(cfg)
     prep = json.loads((run / "preprocessing.json").read_text())
     assert prep["in_channels"] == 3 and metrics["val_dice_per_class"]["organ"] > 0.6  # untrained: ~0.4
+    assert prep["channel_names"] == ["FLAIR", "T1w", "T2w"]
     case = root / "imagesTr" / "BRATS_000.nii.gz"
     out = tmp_path / "pred"
     assert run_predict(["-m", str(run), "-i", str(root / "imagesTr"), "-o", str(out)]) == 0
