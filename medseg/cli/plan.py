@@ -87,8 +87,7 @@ def _fingerprint_table(fp: dict[str, Any]) -> None:
 def run(args: list[str]) -> int:
     """The ``medseg plan`` command; returns the exit code."""
     from medseg.config import compose_config
-    from medseg.fileio import atomic_write_text
-    from medseg.planning.auto import compute_plan, plan_yaml
+    from medseg.planning.auto import compute_plan, write_plan
 
     ns = parser().parse_args(args)
     overrides = list(ns.overrides)
@@ -101,10 +100,9 @@ def run(args: list[str]) -> int:
     except Exception as error:  # noqa: BLE001 - Hydra's composition errors name the override
         return fail("plan", " ".join(str(error).split()))
     plan, fingerprint = guarded("plan", lambda: compute_plan(cfg))
-    text = plan_yaml(plan, fingerprint, str(cfg.data.root))
     if ns.output:
         try:
-            atomic_write_text(ns.output, text)
+            write_plan(ns.output, plan, fingerprint, str(cfg.data.root))
         except OSError as error:
             return fail("plan", describe(error))
     if ns.json:

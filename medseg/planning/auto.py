@@ -20,7 +20,7 @@ import yaml
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from medseg.data.discovery import discover
-from medseg.fileio import atomic_write_text
+from medseg.fileio import atomic_write_bytes
 from medseg.planning.fingerprint import dataset_fingerprint
 from medseg.planning.planner import GiB, Plan, PlanSettings, make_plan
 from medseg.planning.trial import measure, time_cpu_step
@@ -157,7 +157,7 @@ def _budget(plan: Plan, cfg: DictConfig, device: str, seconds: float | None) -> 
         )
     elif seconds and iters:
         total = iters * int(plan.values.get("trainer.max_epochs", 0)) * seconds / 3600
-        plan.notes.append(f"one training step took {seconds:.2f} s on {device}: the budget ≈ {total:.1f} h of steps")
+        plan.notes.append(f"one training step took {seconds:.2f} s on {device}: the budget is ~{total:.1f} h of steps")
 
 
 def nested(values: dict[str, Any]) -> dict[str, Any]:
@@ -201,6 +201,11 @@ def plan_yaml(plan: Plan, fingerprint: dict[str, Any] | None, root: str) -> str:
     )
     body = yaml.dump(doc, Dumper=_NoAliases, sort_keys=False, default_flow_style=None, width=118, allow_unicode=True)
     return header + body  # lists of numbers on one line: [0.7, 0.7, 2.785]
+
+
+def write_plan(path: str | Path, plan: Plan, fingerprint: dict[str, Any] | None, root: str) -> None:
+    """Write :func:`plan_yaml` to ``path`` (UTF-8, whole or not at all)."""
+    atomic_write_bytes(path, plan_yaml(plan, fingerprint, root).encode("utf-8"))
 
 
 class _NoAliases(yaml.SafeDumper):
@@ -259,7 +264,7 @@ def plan_run(cfg: DictConfig, run: RunDir | None) -> Plan | None:
     else:
         plan, fingerprint = compute_plan(cfg)
     if run is not None and (fingerprint is not None or not run.plan.is_file()):
-        atomic_write_text(run.plan, plan_yaml(plan, fingerprint, str(cfg.data.root)))
+        write_plan(run.plan, plan, fingerprint, str(cfg.data.root))
     status = apply(cfg, plan)
     with open_dict(cfg):
         cfg.plan.enabled = False

@@ -198,7 +198,8 @@ class _Planner:
                 net, patch, levels = self.candidate(spacing, patch)
                 trial = self.fits(net, patch, MIN_BATCH)
             why_patch = (
-                f"largest patch (from 256³ voxels, isotropic in mm, clipped to the median shape "
+                f"largest patch (from {'256^3' if self.dims == 3 else '2048^2'} voxels, isotropic in mm, clipped to "
+                f"the median shape "
                 f"{[round(s) for s in shape]}) whose step at batch 2 fits {budget / GiB:.1f} GiB: "
                 f"{trial.bytes / GiB:.2f} GiB measured ({trial.how})"
             )
