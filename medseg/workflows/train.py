@@ -153,8 +153,10 @@ def _best_metrics(cfg: DictConfig, trainer: L.Trainer, module: Any, dm: Any, run
     best = _checkpoint_callback(trainer).best_model_path
     # the best checkpoint is saved at validation end (0-based epoch inside); without any validation, use the last
     best_epoch = int(torch.load(best, map_location="cpu", weights_only=True)["epoch"]) + 1 if best else None
-    best = best or str(run.last_checkpoint)
-    trainer.validate(module, datamodule=dm, ckpt_path=best, verbose=False)
+    trainer.validate(module, datamodule=dm, ckpt_path=best or str(run.last_checkpoint), verbose=False)
+    if not best:  # no validation during fit (max_epochs < check_val_every_n_epoch): the last is the best validated
+        trainer.save_checkpoint(str(run.best_checkpoint))  # so predict, export and the CV test fold find best.ckpt
+        best = str(run.best_checkpoint)
     per_class = module.last_val["per_class"]
     return {
         "val_dice": float(sum(per_class) / max(len(per_class), 1)),

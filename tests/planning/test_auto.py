@@ -107,8 +107,11 @@ def test_train_plans_writes_plan_yaml_and_keeps_your_keys(tmp_path):
 def test_cv_plans_once_for_every_fold(tmp_path):
     data = aniso_dataset(tmp_path / "aniso", n=4)
     run = tmp_path / "cv"
-    cfg = compose_config("cv", [*QUICK, f"data.root={data}", "cv.folds=2", "data.val_fraction=0.5"], run_dir=run)
+    overrides = [*QUICK, f"data.root={data}", "cv.folds=2", "data.val_fraction=0.5"]
+    # no validation during the one epoch (max_epochs < check_val_every_n_epoch): best.ckpt is the validated last one
+    cfg = compose_config("cv", [*overrides, "trainer.check_val_every_n_epoch=5"], run_dir=run)
     cross_validate(cfg)
+    assert (run / "fold_0" / "checkpoints" / "best.ckpt").is_file() and (run / "cv_summary.json").is_file()
     assert (run / "plan.yaml").is_file() and not (run / "fold_0" / "plan.yaml").exists()
     for k in (0, 1):
         fold = OmegaConf.load(run / f"fold_{k}" / "config.yaml")
