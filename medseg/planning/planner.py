@@ -145,7 +145,7 @@ class _Planner:
         self.plan, self.net, self.fixed, self.settings, self.measure, self.dims = (
             plan, net, fixed, settings, measure, dims,
         )  # fmt: skip
-        self.anisotropic_ok = takes_strides(net_class)
+        self.anisotropic_ok = takes_strides(net_class) and not net.get("input_pyramid")  # a pyramid halves all axes
         self.divisor_of = getattr(net_class, "patch_divisor", None)
         self.depth = fixed_depth(net, fixed)
         if fixed.get("model.net.strides") is not None:
@@ -243,10 +243,12 @@ class _Planner:
                 if key not in self.fixed:
                     self.plan.set(key, value, _topology_why(key, spacing, levels, self.settings.min_feature_map))
         elif aniso:
+            pyramid = bool(self.net.get("input_pyramid"))
+            what = "its input pyramid halves every axis" if pyramid else "it takes no per-level strides/kernel_sizes"
             self.plan.notes.append(
-                f"{net.get('_target_')} takes no per-level strides/kernel_sizes: it pools every axis although the "
-                f"spacing {spacing} asks for in-plane levels {levels.strides}; model/net=unet (or any UNet-based "
-                "net) takes them"
+                f"{net.get('_target_')}: {what}, so it pools every axis although the spacing "
+                f"{[round(x, 3) for x in spacing]} asks for in-plane levels {levels.strides}; model/net=unet (or "
+                "~model/net/input_pyramid) plans them"
             )
 
     def _batch(self, net: dict[str, Any], patch: list[int], trial: Trial, budget: int, n_voxels: float) -> None:

@@ -87,6 +87,11 @@ def test_a_net_without_per_level_strides_says_so():
     plan, _ = plan_for(ANISO, budget_gb=64, net=net, cls=MKUNet)
     assert "model.net.strides" not in plan.values and "model.net.channels" not in plan.values
     assert any("takes no per-level strides/kernel_sizes" in n for n in plan.notes)
+    pyramid = {**NET, "input_pyramid": {"_target_": "medseg.blocks.InputPyramid", "_partial_": True}}
+    plan, calls = plan_for(ANISO, budget_gb=64, net=pyramid)
+    assert "model.net.strides" not in plan.values and "strides" not in calls[0][0]
+    assert any("its input pyramid halves every axis" in n for n in plan.notes)
+    assert all(p % 2 ** (len(calls[-1][0]["channels"]) - 1) == 0 for p in plan.values["data.patch_size"])
 
 
 def test_isotropic_data_pools_every_axis_and_recommends_3d():
