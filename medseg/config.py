@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -22,10 +23,12 @@ def compose_config(
 ) -> DictConfig:
     """Compose a config like the CLI would (for tests, notebooks and workflows calling each other).
 
-    ``run_dir`` plays the role of ``hydra.run.dir`` (it sets ``paths.output_dir``).
+    ``run_dir`` plays the role of ``hydra.run.dir`` (it sets ``paths.output_dir``). The keys the overrides set are
+    added to ``plan.keep`` (a plan never changes them), as the command line does.
     """
     with initialize_config_dir(str(config_dir()), version_base="1.3"):
         cfg = compose(name, overrides=list(overrides or []))
+    record_overrides(cfg, overrides or [])
     if run_dir is not None:
         with open_dict(cfg):
             cfg.paths.output_dir = str(Path(run_dir).resolve())
@@ -55,3 +58,24 @@ def absolute_paths(cfg: DictConfig) -> None:
             value = OmegaConf.select(cfg, key, default=None)
             if isinstance(value, str) and value:
                 OmegaConf.update(cfg, key, str(Path(value).expanduser().absolute()), merge=False)
+
+
+def override_keys(overrides: Sequence[str]) -> list[str]:
+    """The config keys that ``key=value`` overrides set (``+``/``++`` prefixes dropped; group choices such as
+    ``data=nifti`` or ``model/net=unet``, deletions ``~key`` and ``hydra.*`` are left out)."""
+    keys = []
+    for item in overrides:
+        key, sep, _ = str(item).partition("=")
+        key = key.lstrip("+")
+        if sep and "." in key and "/" not in key and not key.startswith(("~", "hydra.")):
+            keys.append(key)
+    return keys
+
+
+def record_overrides(cfg: DictConfig, overrides: Sequence[str]) -> None:
+    """Add the keys ``overrides`` set to ``plan.keep`` (configs with a ``plan`` node: train, cv, turbolift)."""
+    if OmegaConf.select(cfg, "plan") is None:
+        return
+    keep = [str(k) for k in (OmegaConf.select(cfg, "plan.keep") or [])]
+    with open_dict(cfg):
+        cfg.plan.keep = list(dict.fromkeys([*keep, *override_keys(overrides)]))

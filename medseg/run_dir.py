@@ -13,7 +13,7 @@ A **train run** (``medseg train``, one CV fold, one Turbolift stage without CV):
     checkpoints/best.ckpt, checkpoints/last.ckpt
     logs/metrics.csv       the CSV log (training curves)
     test_metrics.json, predictions/<case>.nii.gz   (a CV fold: its held-out test cases)
-    plan.yaml            the configuration ``medseg plan`` chose, when planned
+    plan.yaml              the configuration the planner chose (data=nifti; ``medseg.planning``), when planned
 
 A **CV run** (``medseg cv``): ``splits.json``, ``fold_<k>/`` (train runs), ``cv_summary.json``, ``per_case.csv``,
 ``per_case_dice.png``, ``report.md``. A **Turbolift run**: ``stage_<i>_<name>/`` (train or CV runs),
@@ -365,8 +365,9 @@ def contents(kind: str) -> str:
         return f"{name}/" if path.suffix == "" else name
 
     items = {
-        "train": [rel(r.config), rel(r.preprocessing), rel(r.checkpoints), rel(r.logs), rel(r.metrics)],
+        "train": [rel(r.config), rel(r.preprocessing), rel(r.plan), rel(r.checkpoints), rel(r.logs), rel(r.metrics)],
         "cv": [
+            rel(r.plan),
             rel(r.splits),
             "fold_<k>/",
             rel(r.cv_summary),

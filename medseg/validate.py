@@ -21,7 +21,6 @@ class ConfigError(ValueError):
     """An invalid configuration; the message lists every offending key."""
 
 
-UNET_TARGETS = ("medseg.nets.UNet", "medseg.nets.unet.UNet")
 # Keys holding a normalisation / activation spec anywhere under model.net (block configs included).
 NORM_KEYS, ACT_KEYS = ("norm",), ("act", "up_act")
 
@@ -54,7 +53,8 @@ def check_creatable(folder: str | Path, key: str = "hydra.run.dir") -> None:
 def validate_config(cfg: DictConfig, dm: Any, run: RunDir | None = None) -> None:
     """Check ``cfg`` against the prepared data module ``dm``; one ``ConfigError`` listing every problem.
 
-    Checked: 2D/3D agreement of network and data, patch sizes (positive, divisible by ``2**depth`` for the U-Net),
+    Checked: 2D/3D agreement of network and data, patch sizes (positive, divisible per axis by what the network
+    class's ``patch_divisor`` says: the product of its pooling strides),
     norm/act names, classes and channels of the data against the network and the loss, spacing, fractions, epochs,
     learning rate; and, when resuming in ``run_dir``, that network and preprocessing match the saved run.
     """
@@ -87,16 +87,30 @@ def _check_dims_and_patch(net: dict[str, Any], dm: Any) -> list[str]:
     key, patch = ("data.patch_size", list(dm.patch)) if dm.spatial_dims == 3 else ("data.patch_size_2d", dm.patch[:2])
     if not all(isinstance(p, (int, np.integer)) and not isinstance(p, bool) and p >= 1 for p in patch):
         return [*out, f"{key}={patch} must hold positive integers"]
-    if net.get("_target_") in UNET_TARGETS and isinstance(net.get("channels"), list):
-        depth = len(net["channels"]) - 1
-        factor = 2**depth
-        if depth >= 1 and any(p % factor for p in patch):
-            fixed = [-(-p // factor) * factor for p in patch]
-            out.append(
-                f"{key}={patch} must be divisible by 2**{depth}={factor} (model.net.channels has {depth + 1} "
-                f"levels): e.g. {key}={fixed}"
-            )
+    divisor = patch_divisor(net)
+    if divisor is not None and len(divisor) == len(patch) and any(p % d for p, d in zip(patch, divisor, strict=True)):
+        fixed = [-(-p // d) * d for p, d in zip(patch, divisor, strict=True)]
+        depth = len(net.get("channels") or ()) - 1
+        if net.get("strides") is None and depth >= 1 and set(divisor) == {2**depth}:
+            why = f"2**{depth}={2**depth} (model.net.channels has {depth + 1} levels)"
+        else:
+            why = f"{divisor} per axis (the product of model.net.strides along each axis)"
+        out.append(f"{key}={patch} must be divisible by {why}: e.g. {key}={fixed}")
     return out
+
+
+def patch_divisor(net: dict[str, Any]) -> list[int] | None:
+    """What each patch axis must be divisible by, as the network class says (its ``patch_divisor(config)``
+    classmethod); None when the class does not say or cannot be imported (building it reports that)."""
+    from hydra._internal.utils import _locate
+
+    target = net.get("_target_")
+    try:
+        cls = _locate(target) if isinstance(target, str) else None
+        ask = getattr(cls, "patch_divisor", None)
+        return [int(d) for d in ask(net)] if callable(ask) else None
+    except Exception:  # noqa: BLE001 - an unimportable target or a malformed config: instantiation names it
+        return None
 
 
 def _check_layer_specs(net: dict[str, Any], spatial_dims: int) -> list[str]:

@@ -57,6 +57,8 @@ TINY = [
     "data.patch_size_2d=[32,32]",
     "data.spacing=[4,4,4]",
     "data.num_workers=0",
+    "data.iters_per_epoch=2",  # a planned run (data=nifti) would run nnU-Net's 250
+    "plan.time_step=false",
     "cv.folds=2",
     "callbacks.progress_bar=null",
     "+trainer.enable_progress_bar=false",

@@ -4,9 +4,12 @@ from pathlib import Path
 
 
 def tiny_train_overrides(root: Path, epochs: int, every: int = 1) -> list[str]:
-    """A 3-level U-Net (8/16/32) on 16³ patches at 2 mm of the MSD dataset at ``root``, no progress bar."""
+    """A 3-level U-Net (8/16/32) on 16³ patches at 2 mm of the MSD dataset at ``root``, no progress bar, no planning
+    (the fixed tiny recipe), light augmentation."""
     return [
         "data=nifti",
+        "data/augment=light",
+        "plan.enabled=false",
         f"data.root={root}",
         "model/net=unet",
         "model.net.channels=[8,16,32]",

@@ -79,6 +79,8 @@ class MultiKernelInvertedResidual(nn.Module):
         shortcut_norm: norm after the 1×1 shortcut projection (none in MK-UNet).
     """
 
+    conv_kernel_size = False  # kernel_size is not a conv kernel: UNet refuses kernel_sizes other than 3 here
+
     def __init__(
         self,
         in_channels: int,

@@ -76,6 +76,8 @@ class NeighborhoodAttentionBlock(nn.Module):
         mlp_ratio: MLP hidden width / C.
     """
 
+    conv_kernel_size = False  # kernel_size is not a conv kernel: UNet refuses kernel_sizes other than 3 here
+
     def __init__(
         self,
         in_channels: int,

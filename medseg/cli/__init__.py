@@ -22,6 +22,7 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "evaluate": ("evaluate", "metrics of predictions vs labels", "medseg evaluate -p PRED_DIR -l LABEL_DIR"),
     "compare": ("compare", "paired test between two runs", "medseg compare RUN_A RUN_B [--metric dice_mean]"),
     "check-data": ("check_data", "validate a dataset, list every problem", "medseg check-data data.root=PATH"),
+    "plan": ("plan", "plan a configuration for a dataset", "medseg plan data.root=PATH [-o PLAN.yaml]"),
     "export": ("export", "torch.export / ONNX / TorchScript + parity", "medseg export -m RUN_DIR --format pt2"),
     "plot": ("plot", "training curves (train, CV, Turbolift)", "medseg plot RUN_DIR [-o OUT_PNG]"),
 }

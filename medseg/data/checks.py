@@ -80,6 +80,7 @@ def check_dataset(
         problems += case_problems
         if info is not None:
             infos[case["id"]] = info
+    problems += _channel_count(spec, infos)
     labels = {c["id"]: str(c["label"]) for c in spec.cases}
     if spec.labels:
         for case_id, info in infos.items():
@@ -92,20 +93,46 @@ def check_dataset(
             class_values({}, set().union(*(i.label_values for i in infos.values())), str(spec.root / "dataset.json"))
         except DatasetError as err:
             problems.append(Problem("-", str(spec.root), str(err)))
-    return infos, problems + _channel_counts(spec) + _unused_files(spec)
+    return infos, problems + _channel_counts(spec, infos) + _unused_files(spec)
 
 
-def _channel_counts(spec: DatasetSpec) -> list[Problem]:
-    """Every case needs the same number of image channels (files), else training fails mid-way."""
-    counts = [len(c["image"]) for c in spec.cases]
-    if len(set(counts)) <= 1:
+def _channel_counts(spec: DatasetSpec, infos: dict[str, CaseInfo]) -> list[Problem]:
+    """Every case needs the same number of image channels (files, and a 4D file's 4th dimension), else training
+    fails mid-way; checked also when ``dataset.json`` names no channels."""
+    counts = {c["id"]: case_channels(c, infos[c["id"]]) if c["id"] in infos else len(c["image"]) for c in spec.cases}
+    if len(set(counts.values())) <= 1:
         return []
-    usual = max(set(counts), key=counts.count)
+    values = list(counts.values())
+    usual = max(set(values), key=values.count)
     return [
-        Problem(c["id"], str(c["image"][0]), f"{len(c['image'])} image channel(s), most cases have {usual}")
+        Problem(c["id"], str(c["image"][0]), f"{counts[c['id']]} image channel(s), most cases have {usual}")
         for c in spec.cases
-        if len(c["image"]) != usual
+        if counts[c["id"]] != usual
     ]
+
+
+def case_channels(case: dict[str, Any], info: CaseInfo) -> int:
+    """Image channels of a checked case: its files, times the 4th dimension of a 4D file (channels last)."""
+    return len(case["image"]) * (int(info.shape[3]) if len(info.shape) == 4 else 1)
+
+
+def _channel_count(spec: DatasetSpec, infos: dict[str, CaseInfo]) -> list[Problem]:
+    """Cases whose channel count differs from the channels ``dataset.json`` names."""
+    if not spec.channels:
+        return []
+    out = []
+    for case in spec.cases:
+        info = infos.get(case["id"])
+        if info is not None and (n := case_channels(case, info)) != len(spec.channels):
+            where = " (a 4D file: channels in its 4th dimension)" if len(info.shape) == 4 else ""
+            out.append(
+                Problem(
+                    case["id"],
+                    case["image"][0],
+                    f"image has {n} channel(s){where} but dataset.json names {len(spec.channels)}: {spec.channels}",
+                )
+            )
+    return out
 
 
 def check_case(case: dict[str, Any], atol: float = 1e-3) -> tuple[CaseInfo | None, list[Problem]]:
@@ -130,8 +157,8 @@ def check_case(case: dict[str, Any], atol: float = 1e-3) -> tuple[CaseInfo | Non
     for path, shape, affine, data in images:
         problems += _check_image(cid, path, shape, affine, data, ref_shape, ref_affine, atol)
     assert lab is not None and label is not None
-    ref_ok = len(ref_shape) == 3 and _affine_problem(ref_affine) is None  # else comparing the label says nothing new
-    problems += _check_label(cid, str(label), lab, ref_shape if ref_ok else None, ref_affine, atol)
+    ref_ok = len(ref_shape) in (3, 4) and _affine_problem(ref_affine) is None  # else the label comparison says no more
+    problems += _check_label(cid, str(label), lab, ref_shape[:3] if ref_ok else None, ref_affine, atol)
     if any(p.severity == "error" for p in problems):
         return None, problems
     assert lab[2] is not None and ref_data is not None
@@ -272,12 +299,9 @@ def _check_image(
     atol: float,
 ) -> list[Problem]:
     out = []
-    if len(shape) != 3:
-        hint = {
-            2: "; store 2D images as 3D volumes with one slice",
-            4: "; a 4D file (several volumes or channels) is not supported: give one 3D file per channel",
-        }.get(len(shape), "")
-        out.append(Problem(cid, path, f"expected a 3D image, got shape {shape}{hint}"))
+    if len(shape) not in (3, 4):  # 4D: the channels in the 4th dimension (MSD's multi-modal tasks)
+        hint = "; store 2D images as 3D volumes with one slice" if len(shape) == 2 else ""
+        out.append(Problem(cid, path, f"expected a 3D image (or 4D with channels last), got shape {shape}{hint}"))
     elif min(shape) < 1:
         out.append(Problem(cid, path, f"empty image axis, shape {shape}"))
     if shape != ref_shape:
@@ -336,7 +360,7 @@ def _label_values_problem(data: np.ndarray) -> str | None:
 
 
 def _case_info(image: np.ndarray, affine: np.ndarray, label: np.ndarray, n_sample: int = 20000) -> CaseInfo:
-    fg = image[label > 0] if label.shape == image.shape else image.ravel()
+    fg = image[label > 0] if label.shape == image.shape[:3] else image.ravel()  # 4D: (voxels, channels)
     if fg.size > n_sample:
         fg = np.random.default_rng(0).choice(fg, n_sample, replace=False)
     values = {int(v) for v in np.unique(label)}

@@ -16,9 +16,10 @@ import numpy as np
 import torch
 from monai.data import CacheDataset, DataLoader, Dataset
 from monai.transforms import Compose
+from torch.utils.data import RandomSampler
 
 from medseg.data.cache import DiskCache, DiskCacheDataset
-from medseg.data.checks import check_dataset, raise_on_errors
+from medseg.data.checks import case_channels, check_dataset, raise_on_errors
 from medseg.data.discovery import DatasetError, DatasetSpec, discover
 from medseg.data.labels import class_values, unused_classes
 from medseg.data.synthetic import make_demo_dataset
@@ -83,6 +84,8 @@ class SegDataModule(L.LightningDataModule):
         patch_size_2d: 2D training patch (in-plane, axial slices).
         batch_size: patches per step (nnU-Net's meaning); a multiple of ``samples_per_volume``.
         samples_per_volume: patches drawn per loaded volume (each step loads batch_size / samples_per_volume volumes).
+        iters_per_epoch: training steps per epoch, the training cases drawn at random with replacement (nnU-Net: 250);
+            None = one pass over the training cases per epoch.
         pos_fraction: share of patches centred on foreground.
         val_fraction: share of training cases held out for validation (seeded).
         seed: split seed.
@@ -95,7 +98,8 @@ class SegDataModule(L.LightningDataModule):
         cache_dir: root of the disk caches (None: ``$MEDSEG_CACHE/preprocessed``).
         pin_memory: page-locked batches for faster host→GPU copies; None = when the trainer runs on CUDA.
         prefetch_factor: batches each worker loads ahead (num_workers > 0).
-        augment: probabilities of ``flip``, ``rotate90``, ``intensity``, ``noise``.
+        augment: the augmentation (config group ``data/augment``: probabilities and ranges, see
+            :mod:`medseg.data.augment`); None = none.
         num_classes / in_channels: filled in from the dataset when None.
     """
 
@@ -106,21 +110,22 @@ class SegDataModule(L.LightningDataModule):
         spatial_dims: int = 3,
         spacing: list[float] | None = None,
         modality: str = "auto",
-        patch_size: list[int] = (64, 64, 64),  # type: ignore[assignment]
-        patch_size_2d: list[int] = (128, 128),  # type: ignore[assignment]
+        patch_size: list[int] = (96, 96, 96),  # type: ignore[assignment]
+        patch_size_2d: list[int] = (256, 256),  # type: ignore[assignment]
         batch_size: int = 2,
-        samples_per_volume: int = 2,
+        samples_per_volume: int = 1,
         pos_fraction: float = 0.33,
         val_fraction: float = 0.2,
         seed: int = 12345,
         num_workers: int | None = None,
-        cache: str | bool = "memory",
+        cache: str | bool = "disk",
         cache_dir: str | None = None,
         pin_memory: bool | None = None,
         prefetch_factor: int = 2,
-        augment: dict[str, float] | None = None,
+        augment: dict[str, Any] | None = None,
         num_classes: int | None = None,
         in_channels: int | None = None,
+        iters_per_epoch: int | None = None,
     ) -> None:
         super().__init__()
         if spatial_dims not in (2, 3):
@@ -148,6 +153,11 @@ class SegDataModule(L.LightningDataModule):
         self.pin_memory, self.prefetch_factor = pin_memory, prefetch_factor
         self._datasets: dict[str, tuple[Any, Any]] = {}
         self.augment = dict(augment or {})
+        if iters_per_epoch is not None and iters_per_epoch < 1:
+            raise ValueError(
+                f"data.iters_per_epoch must be >= 1 or null (one pass over the cases), got {iters_per_epoch}"
+            )
+        self.iters_per_epoch = iters_per_epoch
         self.num_classes, self.in_channels = num_classes, in_channels
         self.spec: DatasetSpec | None = None
         self.split: dict[str, list[str]] = {}
@@ -200,7 +210,8 @@ class SegDataModule(L.LightningDataModule):
                 f"data.num_classes={self.num_classes} but the labels have {len(self.label_values)} classes "
                 f"(values {self.label_values}, background included): drop the override or fix the labels"
             )
-        self.in_channels = self.in_channels or len(spec.cases[0]["image"])
+        first = spec.cases[0]
+        self.in_channels = self.in_channels or (case_channels(first, infos[first["id"]]) if infos else 1)
         self.split = make_split([c["id"] for c in spec.cases])
         train_ids = set(self.split["train"])
         if self.modality == "CT":
@@ -213,6 +224,7 @@ class SegDataModule(L.LightningDataModule):
             "num_classes": self.num_classes,
             "label_values": self.label_values,
             "in_channels": self.in_channels,
+            "channel_names": list(spec.channels),  # dataset.json's modality / channel_names, in channel order
             "intensity_stats": self.stats,
         }
 
@@ -289,10 +301,15 @@ class SegDataModule(L.LightningDataModule):
 
     def train_dataloader(self) -> DataLoader:
         workers = self.workers()
+        per_step = self.batch_size // self.samples_per_volume  # volumes loaded per step
+        sampler = None
+        if self.iters_per_epoch is not None:  # nnU-Net's epochs: a fixed number of steps, cases drawn at random
+            sampler = RandomSampler(self.train_ds, replacement=True, num_samples=self.iters_per_epoch * per_step)
         return DataLoader(
             self.train_ds,
-            batch_size=self.batch_size // self.samples_per_volume,
-            shuffle=True,
+            batch_size=per_step,
+            shuffle=sampler is None,
+            sampler=sampler,
             num_workers=workers,
             persistent_workers=workers > 0,
             prefetch_factor=self.prefetch_factor if workers > 0 else None,

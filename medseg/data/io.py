@@ -17,6 +17,8 @@ from typing import Any
 import nibabel as nib
 import numpy as np
 
+from medseg.data.dicom import is_dicom_ref, read_series
+
 NIFTI_SUFFIXES = (".nii.gz", ".nii")
 ITK_SUFFIXES = (".nrrd", ".mha", ".mhd", ".nhdr")
 IMAGE_SUFFIXES = NIFTI_SUFFIXES + ITK_SUFFIXES
@@ -102,6 +104,11 @@ def inspect_image(path: str | Path, budget: int | None = None) -> ImageInfo:
             hold, or a volume larger than ``budget`` bytes (default :func:`memory_budget`) once converted to float32.
     """
     path = Path(path)
+    if not path.is_file() and is_dicom_ref(path):  # a DICOM series folder (medseg.data.dicom)
+        shape, affine, _ = read_series(str(path), header_only=True)
+        info = ImageInfo(path, shape, affine, np.dtype(np.float32), int(np.prod(shape, dtype=object)) * 4)
+        _check_budget(info, budget)  # the files hold what they hold: the series reader checked them
+        return info
     if not suffix_of(path.name):
         raise ImageError(f"{path}: not a medical image file (expected {', '.join(IMAGE_SUFFIXES)})")
     if not path.is_file():
@@ -214,6 +221,10 @@ def _check_size(info: ImageInfo, budget: int | None) -> None:
             f"{info.path}: the header declares {info.shape} voxels ({gib(info.declared_bytes)}), more than a "
             f"{held}-byte file can hold (a truncated, damaged or hostile header)"
         )
+    _check_budget(info, budget)
+
+
+def _check_budget(info: ImageInfo, budget: int | None) -> None:
     budget = memory_budget() if budget is None else budget
     need = info.voxels * 4 * WORKING_COPIES
     if need > budget:
@@ -227,11 +238,14 @@ def read_volume(path: str | Path, header_only: bool = False) -> tuple[tuple[int,
     """Read ``(shape, affine_ras, data)`` of an image after :func:`inspect_image`; ``data`` is None with
     ``header_only``.
 
-    The affine maps voxel indices to RAS+ world millimetres for every format (ITK's LPS is converted).
-    Raises :class:`ImageError` (an ``OSError``) with the file name when the file cannot or must not be read.
+    The affine maps voxel indices to RAS+ world millimetres for every format (ITK's LPS is converted). A DICOM
+    series folder is read by :func:`medseg.data.dicom.read_series`. Raises :class:`ImageError` (an ``OSError``)
+    with the file name when the file cannot or must not be read.
     """
     path = Path(path)
     info = inspect_image(path)
+    if not path.is_file() and is_dicom_ref(path):
+        return read_series(str(path), header_only)
     if header_only:
         return info.shape, info.affine, None
     try:

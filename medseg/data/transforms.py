@@ -110,37 +110,38 @@ def train_transforms(
     augment: dict[str, Any],
     label_values: Sequence[int] | None = None,
 ) -> T.Compose:
-    """Preprocess, pad to the patch, foreground-oversampled patch sampling, flips/rotations/intensity augmentation.
+    """Preprocess, pad, foreground-oversampled patch sampling, then the augmentation of ``augment``
+    (:mod:`medseg.data.augment`).
 
-    A 2D patch is given as ``(H, W, 1)`` and squeezed to ``(H, W)`` after sampling.
+    A 2D patch is given as ``(H, W, 1)`` and squeezed to ``(H, W)`` after sampling. With rotation or scaling on, the
+    sampler crops a larger region that the spatial augmentation turns into the patch.
     """
+    from medseg.data.augment import augmentation
+
     is_2d = len(patch) == 3 and patch[-1] == 1
+    net_patch = list(patch[:2]) if is_2d else list(patch)
+    crop, augmenting = augmentation(augment, net_patch)
+    crop3d = [*crop, 1] if is_2d else crop
     out = preprocess(spacing, modality, stats, label_values=label_values)
     out += [
         T.SpatialPadd(KEYS, spatial_size=tuple(patch)),
         T.RandCropByPosNegLabeld(
             KEYS,
             "label",
-            tuple(patch),
+            tuple(crop3d),
             pos=pos_fraction,
             neg=1.0 - pos_fraction,
             num_samples=samples_per_volume,
             image_key="image",
             image_threshold=-np.inf,
+            allow_smaller=True,
         ),
     ]
+    if crop3d != list(patch):
+        out.append(T.SpatialPadd(KEYS, spatial_size=tuple(crop3d)))  # a volume smaller than the crop
     if is_2d:
         out.append(T.SqueezeDimd(KEYS, dim=-1))
-    dims = 2 if is_2d else 3
-    if augment.get("flip", 0) > 0:
-        out += [T.RandFlipd(KEYS, prob=augment["flip"], spatial_axis=a) for a in range(dims)]
-    if augment.get("rotate90", 0) > 0 and patch[0] == patch[1]:
-        out.append(T.RandRotate90d(KEYS, prob=augment["rotate90"], spatial_axes=(0, 1)))
-    if augment.get("intensity", 0) > 0:
-        p = augment["intensity"]
-        out += [T.RandScaleIntensityd("image", 0.1, prob=p), T.RandShiftIntensityd("image", 0.1, prob=p)]
-    if augment.get("noise", 0) > 0:
-        out.append(T.RandGaussianNoised("image", prob=augment["noise"], std=0.05))
+    out += augmenting
     out.append(T.EnsureTyped(KEYS, track_meta=False))
     return T.Compose(out)
 

@@ -33,9 +33,9 @@ class BatchOptions:
 
 
 def output_name(case: str, first_input: str, fmt: str | None) -> str:
-    """``<case>.<fmt>``, or the case with its input's suffix."""
+    """``<case>.<fmt>``, or the case with its input's suffix (``.nii.gz`` for a DICOM series)."""
     suffix = "." + fmt.lstrip(".") if fmt else Path(first_input).name[len(strip_suffix(Path(first_input).name)) :]
-    return case + suffix
+    return case + (suffix or ".nii.gz")  # a DICOM series (a folder) is written as NIfTI
 
 
 def probabilities_path(out: Path, case: str) -> Path:

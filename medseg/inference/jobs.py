@@ -7,9 +7,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from medseg.data.io import IMAGE_SUFFIXES
+from medseg.data.io import IMAGE_SUFFIXES, is_image_file
 from medseg.inference.batch import output_name
-from medseg.inference.cases import list_cases
+from medseg.inference.cases import dicom_cases, list_cases
 from medseg.run_dir import RunDir, trained_runs
 from medseg.validate import check_writable
 
@@ -42,7 +42,13 @@ def prepare_job(
     out = Path(output).expanduser().absolute()
     if not inp.exists():
         raise ValueError(f"-i {inp}: no such file or folder")
-    cases, rejected = list_cases(inp, in_channels)
+    series = dicom_cases(inp) if inp.is_dir() and not any(is_image_file(p) for p in inp.iterdir()) else None
+    if series is not None and in_channels != 1:
+        raise ValueError(f"-i {inp}: a DICOM series has 1 channel, the model needs {in_channels}")
+    cases, rejected = list_cases(inp, in_channels) if series is None else (series[0], {})
+    refused = rejected | (series[1] if series else {})
+    if series is not None and not cases:
+        raise ValueError(f"-i {inp}: no consistent DICOM series: {'; '.join(refused.values())}")
     out_file = inp.is_file() and out.name.lower().endswith(IMAGE_SUFFIXES) and not out.is_dir()
     out_dir = out.parent if out_file else out
     if out_dir.exists() and not out_dir.is_dir():
@@ -57,7 +63,7 @@ def prepare_job(
         planned.append((case, files, target))
     _check_collisions(planned)
     check_writable(out_dir, "-o")
-    return PredictJob(runs, out_dir, planned, rejected)
+    return PredictJob(runs, out_dir, planned, refused)
 
 
 def _check_collisions(planned: list[tuple[str, list[str], Path]]) -> None:

@@ -8,6 +8,7 @@ from typing import Any
 import nibabel as nib
 import numpy as np
 
+from medseg.data.dicom import is_dicom_ref
 from medseg.data.io import is_nifti, strip_suffix
 from medseg.fileio import atomic_path
 
@@ -18,12 +19,14 @@ def _suffix(name: str) -> str:
 
 def write_like(data: np.ndarray, reference: str | Path, out_path: str | Path) -> Path:
     """Write ``data`` (same shape as ``reference``) with the reference's affine/header (NIfTI) or origin/spacing/
-    direction (ITK formats), via a temporary file renamed into place. Never writes onto ``reference``."""
+    direction (ITK formats, DICOM series), via a temporary file renamed into place. Never writes onto ``reference``."""
     reference, out_path = Path(reference), Path(out_path)
     if out_path.exists() and out_path.resolve() == reference.resolve():
         raise ValueError(f"{out_path}: refusing to overwrite the input image")
     with atomic_path(out_path, _suffix(out_path.name)) as tmp:
-        if is_nifti(out_path.name) and is_nifti(reference.name):
+        if not reference.is_file() and is_dicom_ref(reference):
+            _write_dicom_like(data, str(reference), tmp)
+        elif is_nifti(out_path.name) and is_nifti(reference.name):
             _write_nifti(data, reference, tmp)
         else:
             _write_itk(data, reference, tmp)
@@ -52,4 +55,20 @@ def _write_itk(data: np.ndarray, reference: Path, tmp: Path) -> None:
     out.SetOrigin(reader.GetOrigin())
     out.SetSpacing(reader.GetSpacing())
     out.SetDirection(reader.GetDirection())
+    sitk.WriteImage(out, str(tmp), useCompression=True)
+
+
+def _write_dicom_like(data: np.ndarray, series: str, tmp: Path) -> None:
+    """``data`` (X, Y, Z) on the grid of a DICOM series: SimpleITK's origin, spacing and direction of the series."""
+    import SimpleITK as sitk
+
+    from medseg.data.dicom import check_series
+
+    reader = sitk.ImageSeriesReader()
+    reader.SetFileNames(check_series(series))
+    image = reader.Execute()
+    if tuple(image.GetSize()) != tuple(data.shape):
+        raise ValueError(f"{series}: prediction shape {data.shape} != series shape {tuple(image.GetSize())}")
+    out = sitk.GetImageFromArray(np.ascontiguousarray(data.transpose(2, 1, 0)))
+    out.CopyInformation(image)
     sitk.WriteImage(out, str(tmp), useCompression=True)

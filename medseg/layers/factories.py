@@ -14,6 +14,7 @@ from torch import nn
 
 NormSpec = str | tuple | list | None
 ActSpec = str | tuple | list | None
+Size = int | tuple[int, ...]  # one value for every axis, or one per axis
 
 
 def _split_spec(spec: NormSpec | ActSpec) -> tuple[str, dict[str, Any]] | None:
@@ -30,17 +31,17 @@ def conv_layer(
     spatial_dims: int,
     in_channels: int,
     out_channels: int,
-    kernel_size: int = 3,
-    stride: int = 1,
-    padding: int | None = None,
+    kernel_size: Size = 3,
+    stride: Size = 1,
+    padding: Size | None = None,
     dilation: int = 1,
     groups: int = 1,
     bias: bool = True,
     transposed: bool = False,
-    output_padding: int = 0,
+    output_padding: Size = 0,
 ) -> nn.Module:
     """A Conv{1,2,3}d with 'same' padding for odd kernels by default, or a ConvTranspose{1,2,3}d (padding 0 by
-    default, ``output_padding`` as given)."""
+    default, ``output_padding`` as given). Kernel, stride and paddings are an int or one int per axis."""
     _check_dims(spatial_dims)
     if transposed:
         conv_t = Conv[Conv.CONVTRANS, spatial_dims]
@@ -49,7 +50,10 @@ def conv_layer(
             in_channels, out_channels, kernel_size, stride=stride, padding=pad, output_padding=output_padding, bias=bias
         )
     if padding is None:
-        padding = dilation * (kernel_size - 1) // 2
+        if isinstance(kernel_size, int):
+            padding = dilation * (kernel_size - 1) // 2
+        else:
+            padding = tuple(dilation * (int(k) - 1) // 2 for k in kernel_size)
     conv = Conv[Conv.CONV, spatial_dims]
     return conv(
         in_channels,
@@ -90,8 +94,8 @@ def act_layer(spec: ActSpec, channels: int | None = None) -> nn.Module:
     return get_act_layer((name, kwargs)) if kwargs else Act[name]()
 
 
-def pool_layer(kind: str, spatial_dims: int, kernel_size: int = 2, ceil_mode: bool = False) -> nn.Module:
-    """Down-sampling pool: ``"max"`` or ``"avg"``."""
+def pool_layer(kind: str, spatial_dims: int, kernel_size: Size = 2, ceil_mode: bool = False) -> nn.Module:
+    """Down-sampling pool: ``"max"`` or ``"avg"``, kernel = stride (an int or one per axis)."""
     _check_dims(spatial_dims)
     pools = {"max": Pool.MAX, "avg": Pool.AVG}
     if kind not in pools:
@@ -111,8 +115,8 @@ def layer_names(kind: str) -> list[str]:
     return sorted(n.lower() for n in factory.names)
 
 
-def upsample_layer(spatial_dims: int, scale: int = 2, mode: str = "linear") -> nn.Module:
-    """Parameter-free upsampling (``linear`` → bi/trilinear, or ``nearest``)."""
+def upsample_layer(spatial_dims: int, scale: float | tuple[float, ...] = 2, mode: str = "linear") -> nn.Module:
+    """Parameter-free upsampling (``linear`` → bi/trilinear, or ``nearest``) by ``scale`` (one or one per axis)."""
     _check_dims(spatial_dims)
     if mode == "linear":
         mode = {1: "linear", 2: "bilinear", 3: "trilinear"}[spatial_dims]

@@ -9,7 +9,7 @@ decoder block after the upsampling, so expressing this would need a second decod
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import torch
@@ -106,6 +106,12 @@ class MKUNet(nn.Module):
         self.ds_heads = nn.ModuleList(
             conv_layer(spatial_dims, c, out_channels, 1, bias=True) for c in dec_out[-2 : -deep_supervision - 2 : -1]
         )
+
+    @classmethod
+    def patch_divisor(cls, config: Mapping[str, Any]) -> list[int]:
+        """Any patch size works (pooling rounds up, upsampling returns to each skip's size): 1 on every axis. MK-UNet
+        pools by 2 on every axis: it takes no per-level ``strides`` (``medseg plan`` says so for anisotropic data)."""
+        return [1] * int(config.get("spatial_dims") or 2)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor | list[torch.Tensor]:
         # x: (B, C_in, *S), any S (pooling rounds up; upsampling goes back to each skip's exact size)

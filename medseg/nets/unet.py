@@ -5,10 +5,13 @@ Block factories are callables (Hydra partials) called with the shared vocabulary
 - ``skip_gate(in_channels=, gate_channels=, spatial_dims=, norm=, act=)`` called as ``gate(skip, coarser_features)``
 - ``input_pyramid(in_channels=, channels=, spatial_dims=, act=)`` returning features at /2, /4, …
 - ``level_blocks[i]`` (same call as the encoder block) replaces the blocks of one level
+
+The decoder (gates, upsampling, merge, decoder blocks) is built and run by ``medseg.nets.decoder``.
 """
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
@@ -17,7 +20,8 @@ from torch import nn
 
 from medseg.blocks.conv import DoubleConv
 from medseg.blocks.multiscale import DeepSupervisionHeads
-from medseg.layers import ActSpec, NormSpec, act_layer, conv_layer, pool_layer, upsample_layer
+from medseg.layers import ActSpec, NormSpec, conv_layer, pool_layer
+from medseg.nets.decoder import DecoderSpec, Stride, build_decoder, decode
 
 BlockFactory = Callable[..., nn.Module]
 
@@ -59,6 +63,12 @@ class UNet(nn.Module):
         channels_last: keep weights and activations channels-last (NDHWC / NHWC strides; same values). oneDNN and
             cuDNN convolutions run faster on it: a 3D train step on the 2-core CPU takes ~0.77x the time
             (docs/benchmarks.md). Blocks that ``view`` their input need ``reshape`` to support it.
+        strides: the pooling stride below each level but the bottleneck (``len(channels) - 1`` entries), each an int
+            or one int per axis: ``[[1, 2, 2], 2, 2]`` pools in-plane only at the first level (anisotropic data,
+            as nnU-Net plans it); the upsampling into a level mirrors it. None: 2 on every axis.
+        kernel_sizes: the conv kernel of each level's encoder and decoder blocks (``len(channels)`` entries, finest
+            first), each an int or one int per axis (``[1, 3, 3]``: in-plane); None: the blocks' own default (3).
+            Blocks that take no ``kernel_size`` are refused when it is set.
     """
 
     def __init__(
@@ -87,6 +97,8 @@ class UNet(nn.Module):
         act: ActSpec = "relu",
         dropout: float = 0.0,
         channels_last: bool = False,
+        strides: Sequence[int | Sequence[int]] | None = None,
+        kernel_sizes: Sequence[int | Sequence[int]] | None = None,
     ) -> None:
         super().__init__()
         ch = list(channels)
@@ -99,27 +111,44 @@ class UNet(nn.Module):
         self.merge = merge
         self.spatial_dims, self.depth, self.deep_supervision = spatial_dims, depth, deep_supervision
         self.decoder_from, self.up_kernel_size = decoder_from, up_kernel_size
+        self.strides = level_strides(strides, depth, spatial_dims)
+        kernels = level_kernels(kernel_sizes, depth, spatial_dims)
         levels = _resolve_levels(level_blocks, depth)
         common: dict[str, Any] = dict(spatial_dims=spatial_dims, norm=norm, act=act, dropout=dropout)
         enc: BlockFactory = encoder_block or DoubleConv
         n_pyr = (depth - 1 if pyramid_levels is None else pyramid_levels) if input_pyramid else 0
         if not 0 <= n_pyr <= depth:
             raise ValueError(f"model.net.pyramid_levels must be in [0, {depth}], got {n_pyr}")
+        if n_pyr and any(s != 2 for s in self.strides[:n_pyr]):
+            raise ValueError(
+                f"model.net.input_pyramid halves the image on every axis: it needs model.net.strides=2 at the "
+                f"{n_pyr} pyramid levels, got {self.strides[:n_pyr]} (set model/net/input_pyramid=null)"
+            )
         self.pyramid = None
         if input_pyramid is not None and n_pyr > 0:
             self.pyramid = input_pyramid(
                 in_channels=in_channels, channels=ch[1 : n_pyr + 1], spatial_dims=spatial_dims, act=act
             )
-        self.pool = pool_layer(downsample, spatial_dims) if downsample != "conv" else None
+        self.pools = None
+        if downsample != "conv":
+            self.pools = nn.ModuleList(pool_layer(downsample, spatial_dims, s) for s in self.strides)  # type: ignore[arg-type]
         self.encoders = nn.ModuleList()
         for i in range(depth + 1):
             c_in = in_channels if i == 0 else ch[i - 1] + (ch[i] if i <= n_pyr else 0)
             factory = levels.get(i) or ((bottleneck or enc) if i == depth else enc)
-            stride: dict[str, Any] = {"stride": 2} if (downsample == "conv" and i > 0) else {}
-            self.encoders.append(factory(in_channels=c_in, out_channels=ch[i], **stride, **common))
+            extra: dict[str, Any] = {"stride": self.strides[i - 1]} if (downsample == "conv" and i > 0) else {}
+            extra |= _kernel_kwargs(factory, kernels, i)
+            self.encoders.append(factory(in_channels=c_in, out_channels=ch[i], **extra, **common))
         decoders = [levels.get(i) or decoder_block or enc for i in range(depth)]
-        self._build_decoder(
-            ch, list(up_channels or ch[:-1]), decoders, skip_gate, gated_levels, upsample, up_act, common
+        self.decoder = DecoderSpec(
+            spatial_dims, ch, list(up_channels or ch[:-1]), self.strides, upsample, up_kernel_size, up_act, merge,
+            decoder_from,
+        )  # fmt: skip
+        block_kwargs = [_kernel_kwargs(decoders[i], kernels, i) for i in range(depth)]
+        # with decoder_from=concat a level's block feeds only its head: levels without a head get no block
+        n_blocks = depth if decoder_from == "block" else deep_supervision + 1
+        self.gates, self.ups, self.decoders = build_decoder(
+            self.decoder, decoders, skip_gate, gated_levels, common, block_kwargs, n_blocks
         )
         self.head = conv_layer(spatial_dims, ch[0], out_channels, 1, bias=True)
         self.ds_heads = None
@@ -129,40 +158,6 @@ class UNet(nn.Module):
         if channels_last:
             self.memory_format = torch.channels_last_3d if spatial_dims == 3 else torch.channels_last
             self.to(memory_format=self.memory_format)  # type: ignore[call-overload]  # torch accepts it
-
-    def _build_decoder(
-        self,
-        ch: list[int],
-        up_ch: list[int],
-        dec: list[BlockFactory],
-        skip_gate: BlockFactory | None,
-        gated_levels: Sequence[int] | None,
-        upsample: str,
-        up_act: ActSpec,
-        common: dict[str, Any],
-    ) -> None:
-        if len(up_ch) != self.depth:
-            raise ValueError(f"model.net.up_channels needs {self.depth} entries, got {up_ch}")
-        # h_ch[i]: channels of the tensor that level i upsamples (the coarser level's output).
-        h_ch = [0] * (self.depth + 1)
-        h_ch[self.depth] = ch[self.depth]
-        for i in reversed(range(self.depth)):
-            h_ch[i] = ch[i] if self.decoder_from == "block" else self._merged(up_ch[i], ch[i])
-        self.gates = nn.ModuleDict()
-        for i in (range(self.depth) if gated_levels is None else gated_levels) if skip_gate else ():
-            self.gates[str(i)] = skip_gate(  # type: ignore[misc]
-                in_channels=ch[i],
-                gate_channels=h_ch[i + 1],
-                spatial_dims=self.spatial_dims,
-                norm=common["norm"],
-                act=common["act"],
-            )
-        self.ups = nn.ModuleList(self._up(h_ch[i + 1], up_ch[i], upsample, up_act) for i in range(self.depth))
-        # with decoder_from=concat a level's block feeds only its head: levels without a head get no block
-        n_blocks = self.depth if self.decoder_from == "block" else self.deep_supervision + 1
-        self.decoders = nn.ModuleList(
-            dec[i](in_channels=self._merged(up_ch[i], ch[i]), out_channels=ch[i], **common) for i in range(n_blocks)
-        )
 
     def drop_deep_supervision(self, n: int) -> None:
         """Remove the ``n`` coarsest deep-supervision heads (a loss weight of 0 would leave them untrained), and with
@@ -178,32 +173,20 @@ class UNet(nn.Module):
         if self.decoder_from == "concat":
             del self.decoders[keep + 1 :]
 
-    def _merged(self, up: int, skip: int) -> int:
-        """Channels of a decoder level's merged input."""
-        return up + skip if self.merge == "cat" else skip
-
-    def _up(self, c_in: int, c_out: int, mode: str, act: ActSpec) -> nn.Module:
-        if mode == "transpose":
-            k = self.up_kernel_size
-            pad = (k - 1) // 2  # with output_padding 2 + 2·pad − k the output is exactly twice the input
-            up = conv_layer(
-                self.spatial_dims,
-                c_in,
-                c_out,
-                k,
-                stride=2,
-                padding=pad,
-                transposed=True,
-                output_padding=2 + 2 * pad - k,
-            )
-        elif mode == "linear":
-            up = nn.Sequential(upsample_layer(self.spatial_dims, 2), conv_layer(self.spatial_dims, c_in, c_out, 1))
-        else:
-            raise ValueError(f"model.net.upsample must be transpose or linear, got {mode!r}")
-        return nn.Sequential(up, act_layer(act, c_out)) if act else up
+    @classmethod
+    def patch_divisor(cls, config: Mapping[str, Any]) -> list[int]:
+        """What every patch axis must be divisible by for a net of ``config`` (the ``model.net`` keys): the product
+        of the pooling strides along the axis (``2**depth`` with the default strides)."""
+        dims = int(config.get("spatial_dims") or 3)
+        depth = len(config.get("channels") or (16, 32, 64, 128)) - 1
+        out = [1] * dims
+        for stride in level_strides(config.get("strides"), depth, dims):
+            for axis in range(dims):
+                out[axis] *= stride if isinstance(stride, int) else stride[axis]
+        return out
 
     def forward(self, x: torch.Tensor) -> torch.Tensor | list[torch.Tensor]:
-        # x: (B, C_in, *S) with every S divisible by 2**depth
+        # x: (B, C_in, *S) with every S divisible by the product of the strides along its axis (patch_divisor)
         if self.memory_format is not None:
             x = x.contiguous(memory_format=self.memory_format)  # same values, channels-last strides
         pyr = self.pyramid(x) if self.pyramid is not None else []  # [(B, ch[i], *S/2^i) for i = 1..n_pyr]
@@ -211,28 +194,70 @@ class UNet(nn.Module):
         h = x
         for i, block in enumerate(self.encoders):
             if i > 0:
-                h = self.pool(h) if self.pool is not None else h  # (B, ch[i-1], *S/2^i)
+                h = self.pools[i - 1](h) if self.pools is not None else h  # (B, ch[i-1], *S_i), S_i = S_{i-1}/stride
                 if i <= len(pyr):
-                    h = torch.cat([pyr[i - 1], h], dim=1)  # (B, ch[i] + ch[i-1], *S/2^i)
-            h = block(h)  # (B, ch[i], *S/2^i)
+                    h = torch.cat([pyr[i - 1], h], dim=1)  # (B, ch[i] + ch[i-1], *S_i)
+            h = block(h)  # (B, ch[i], *S_i)
             skips.append(h)
-        h = skips.pop()  # bottleneck (B, ch[depth], *S/2^depth)
-        outs: list[torch.Tensor] = []
-        for i in reversed(range(self.depth)):
-            skip = skips[i]  # (B, ch[i], *S/2^i)
-            if str(i) in self.gates:
-                skip = self.gates[str(i)](skip, h)
-            up = self.ups[i](h)  # (B, up_ch[i], *S/2^i)
-            merged = torch.cat([up, skip], dim=1) if self.merge == "cat" else up + skip  # (B, merged ch, *S/2^i)
-            if i < len(self.decoders):  # concat wiring: levels without a head have no block
-                out = self.decoders[i](merged)  # (B, ch[i], *S/2^i)
-                outs.append(out)
-            h = out if self.decoder_from == "block" else merged
+        h = skips.pop()  # bottleneck (B, ch[depth], *S_depth)
+        outs = decode(self.decoder, h, skips, self.gates, self.ups, self.decoders)  # [(B, ch[i], *S_i)], coarsest first
         logits = self.head(outs[-1])  # (B, out_channels, *S)
         if self.ds_heads is None or not self.training:
             return logits
         coarse = outs[-2 : -self.deep_supervision - 2 : -1]  # decoder levels 1..ds, finest first
-        return [logits, *self.ds_heads(coarse)]  # [(B, out, *S), (B, out, *S/2), ...]
+        return [logits, *self.ds_heads(coarse)]  # [(B, out, *S), (B, out, *S_1), ...]
+
+
+def level_strides(strides: Sequence[Any] | None, depth: int, spatial_dims: int) -> list[Stride]:
+    """The pooling stride below each of the ``depth`` upper levels: an int when it is the same on every axis (2 when
+    ``strides`` is None), else one int per axis."""
+    if strides is None:
+        return [2] * depth
+    if len(strides) != depth:
+        raise ValueError(
+            f"model.net.strides needs {depth} entries (one per pooling; model.net.channels has {depth + 1} levels), "
+            f"got {list(strides)}"
+        )
+    return [_per_axis("model.net.strides", s, spatial_dims) for s in strides]
+
+
+def level_kernels(kernel_sizes: Sequence[Any] | None, depth: int, spatial_dims: int) -> list[Stride] | None:
+    """The conv kernel of each level's blocks (``depth + 1`` entries, finest first), or None (the blocks' default)."""
+    if kernel_sizes is None:
+        return None
+    if len(kernel_sizes) != depth + 1:
+        raise ValueError(
+            f"model.net.kernel_sizes needs {depth + 1} entries (one per level of model.net.channels), "
+            f"got {list(kernel_sizes)}"
+        )
+    return [_per_axis("model.net.kernel_sizes", k, spatial_dims) for k in kernel_sizes]
+
+
+def _per_axis(key: str, value: Any, dims: int) -> Stride:
+    per_axis = [int(value)] * dims if isinstance(value, (int, float)) else [int(v) for v in value]
+    if len(per_axis) != dims or min(per_axis) < 1:
+        raise ValueError(f"{key}: {value!r} must be a positive int or {dims} positive ints (one per axis)")
+    return per_axis[0] if len(set(per_axis)) == 1 else tuple(per_axis)
+
+
+def _kernel_kwargs(factory: BlockFactory, kernels: list[Stride] | None, level: int) -> dict[str, Any]:
+    """``{"kernel_size": k}`` for a level's block when its planned kernel differs from the default 3; a block whose
+    ``kernel_size`` is not its conv kernel (``conv_kernel_size = False``: a neighbourhood window, a set of depthwise
+    kernels) or that takes none is refused then, naming the level."""
+    if kernels is None or kernels[level] == 3:
+        return {}
+    target = getattr(factory, "func", factory)
+    try:
+        takes = "kernel_size" in inspect.signature(factory).parameters
+    except (TypeError, ValueError):
+        takes = True
+    if not takes or getattr(target, "conv_kernel_size", True) is False:
+        name = getattr(target, "__name__", repr(target))
+        raise ValueError(
+            f"model.net.kernel_sizes: level {level} asks for kernel {kernels[level]}, but its block {name} takes no "
+            "conv kernel_size (give that level 3, or another block)"
+        )
+    return {"kernel_size": kernels[level]}
 
 
 def _resolve_levels(level_blocks: Mapping[int, BlockFactory] | None, depth: int) -> dict[int, BlockFactory]:

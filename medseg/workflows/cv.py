@@ -14,6 +14,7 @@ from medseg.config import build
 from medseg.data.datamodule import generate_dataset
 from medseg.data.discovery import discover
 from medseg.data.splits import load_or_create_cv_splits
+from medseg.planning.auto import plan_run
 from medseg.run_dir import RunDir
 from medseg.workflows.train import train
 
@@ -48,6 +49,7 @@ def cross_validate(cfg: DictConfig, init_for_fold: Callable[[int], str | None] |
     """
     run = RunDir(cfg.paths.output_dir)
     run.path.mkdir(parents=True, exist_ok=True)
+    plan_run(cfg, run)  # one plan for every fold (the fingerprint covers all cases), written to the CV run
     splits = cv_splits(cfg, run)
     for k in range(len(splits["folds"])):
         fold = run.fold(k)

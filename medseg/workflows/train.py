@@ -16,6 +16,7 @@ from omegaconf import DictConfig, open_dict
 from medseg.config import absolute_paths, build, resolved_yaml
 from medseg.data.splits import load_or_create_cv_splits, load_or_create_split
 from medseg.fileio import atomic_write_bytes
+from medseg.planning.auto import plan_run
 from medseg.run_dir import FAILED, FINISHED, RUNNING, RunDir
 from medseg.training.callbacks import DataWaitMonitor, find_callback
 from medseg.training.loggers import check_loggers
@@ -112,6 +113,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     if cfg.get("num_threads"):
         torch.set_num_threads(int(cfg.num_threads))
+    plan_run(cfg, run)  # data=nifti: spacing, levels, patch, batch, budget from the dataset (plan.yaml)
     dm, info = prepare(cfg, run)
     run.mark(RUNNING, command=cfg.get("task_name"))
     try:

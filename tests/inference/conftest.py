@@ -20,6 +20,8 @@ from medseg.data.synthetic import DEMO_LABELS, random_affine, save_nifti
 
 COMMON = [
     "data=nifti",
+    "data/augment=light",
+    "plan.enabled=false",
     "model/net=unet",
     "model.net.channels=[8,16,32]",
     "data.spacing=[2.0,2.0,2.0]",
@@ -36,7 +38,6 @@ RUNS = {
         "data.samples_per_volume=4",
         "data.batch_size=8",
         "data.pos_fraction=0.9",
-        "data.augment={}",
         "model.optimizer.lr=1e-2",
         "trainer.max_epochs=15",
         "trainer.check_val_every_n_epoch=15",

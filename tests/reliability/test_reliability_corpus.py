@@ -134,8 +134,14 @@ def build_corpus(base: Path) -> tuple[Path, dict[str, str], set[str]]:
         label=_label(),
         label_affine=np.diag([1.5, 1.5, 3.0, 1.0]),
     )
-    bad("image_4d", "expected a 3D image, got shape (6, 7, 5, 2)", image=np.stack([good, good], -1), label=_label())
-    bad("image_2d", "expected a 3D image, got shape (6, 7)", image=good[..., 0], label=_label())
+    four_d = "image has 2 channel(s) (a 4D file: channels in its 4th dimension) but dataset.json names 1: ['MRI']"
+    bad("image_4d", four_d, image=np.stack([good, good], -1), label=_label())
+    bad(
+        "image_2d",
+        "expected a 3D image (or 4D with channels last), got shape (6, 7)",
+        image=good[..., 0],
+        label=_label(),
+    )
     bad("label_4d", "expected a 3D label, got shape (6, 7, 5, 1)", image=good, label=_label()[..., None])
     bad(
         "zero_size_axis",

@@ -18,6 +18,7 @@ def _overrides(stage_roots: list[Path]) -> list[str]:
     )
     return [
         "data=nifti",
+        "data/augment=light",
         "data.root=unused",
         "model/net=unet",
         "model.net.spatial_dims=3",

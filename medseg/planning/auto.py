@@ -1,0 +1,275 @@
+"""Planning inside ``medseg train`` and ``medseg cv``: the keys a plan may set, where a plan comes from, plan.yaml.
+
+Every planned value is an ordinary config key (:data:`PLANNED_KEYS`). The plan never changes a key you set: the
+``key=value`` overrides of the command line (and of :func:`medseg.config.compose_config`) are recorded in
+``plan.keep``, and you may list more there (an experiment file can). A plan comes from, in this order:
+``plan.file`` (e.g. an edited ``plan.yaml``), the run directory's ``plan.yaml`` (a re-run or resumed run keeps its
+plan; edit it to change the next run), or planning now (written to the run directory).
+"""
+
+from __future__ import annotations
+
+import copy
+import datetime
+import logging
+from pathlib import Path
+from typing import Any
+
+import torch
+import yaml
+from omegaconf import DictConfig, OmegaConf, open_dict
+
+from medseg.data.discovery import discover
+from medseg.fileio import atomic_write_bytes
+from medseg.planning.fingerprint import dataset_fingerprint
+from medseg.planning.planner import GiB, Plan, PlanSettings, make_plan
+from medseg.planning.trial import measure, time_cpu_step
+from medseg.run_dir import RunDir
+
+log = logging.getLogger(__name__)
+PLANNED_KEYS = (
+    "data.spacing",
+    "data.patch_size",
+    "data.patch_size_2d",
+    "data.batch_size",
+    "data.iters_per_epoch",
+    "model.net.channels",
+    "model.net.strides",
+    "model.net.kernel_sizes",
+    "trainer.max_epochs",
+)
+PLANNED_COMMANDS = ("train", "cv", "plan")
+CPU_MEMORY_GB = 1.0  # the CPU step budget: on a CPU time, not memory, limits (docs/planning.md)
+CPU_HOURS = 4.0  # training on the CPU: epochs that fit this many hours of steps, unless plan.hours says otherwise
+
+
+def enabled(cfg: DictConfig) -> bool:
+    """``plan.enabled``: true, false, or ``auto`` = train/cv runs on a dataset of your own (``data.generate`` null:
+    the built-in demo datasets keep their fixed, fast recipes)."""
+    setting = OmegaConf.select(cfg, "plan.enabled", default=False)
+    if isinstance(setting, str) and setting.lower() == "auto":
+        task = OmegaConf.select(cfg, "task_name", default="train")
+        return task in PLANNED_COMMANDS and OmegaConf.select(cfg, "data.generate", default=None) is None
+    return bool(setting)
+
+
+def training_device(cfg: DictConfig) -> str:
+    """``cuda`` when the trainer will run on a CUDA GPU, else ``cpu``."""
+    accelerator = str(OmegaConf.select(cfg, "trainer.accelerator", default="auto"))
+    return "cuda" if torch.cuda.is_available() and accelerator in ("auto", "gpu", "cuda") else "cpu"
+
+
+def settings(cfg: DictConfig, device: str) -> PlanSettings:
+    """The planner's settings from ``plan.*``; the memory budget is ``plan.memory_gb``, else 90 % of the GPU's memory
+    (training on CUDA) or ``CPU_MEMORY_GB`` (training on the CPU)."""
+    gb = OmegaConf.select(cfg, "plan.memory_gb", default=None)
+    if gb is None:
+        gb = 0.9 * torch.cuda.get_device_properties(0).total_memory / GiB if device == "cuda" else CPU_MEMORY_GB
+    node: Any = OmegaConf.select(cfg, "plan") or {}
+    return PlanSettings(
+        memory_bytes=int(float(gb) * GiB),
+        device=device,
+        iters_per_epoch=int(node.get("iters_per_epoch", 250)),
+        max_epochs=int(node.get("max_epochs", 1000)),
+        max_channels=int(node.get("max_channels", 320)),
+        min_feature_map=int(node.get("min_feature_map", 4)),
+        max_depth=int(node.get("max_depth", 6)),
+    )
+
+
+def fixed_values(cfg: DictConfig) -> dict[str, Any]:
+    """Planned keys the plan may not change (``plan.keep``) → their values."""
+    keep = {str(k) for k in (OmegaConf.select(cfg, "plan.keep") or [])}
+    out = {}
+    for key in PLANNED_KEYS:
+        if key in keep:
+            value = OmegaConf.select(cfg, key, default=None)
+            out[key] = OmegaConf.to_container(value) if isinstance(value, (DictConfig, list)) else _plain(value)
+    return out
+
+
+def _plain(value: Any) -> Any:
+    return OmegaConf.to_container(value, resolve=True) if OmegaConf.is_config(value) else value
+
+
+def compute_plan(cfg: DictConfig, time_step: bool | None = None) -> tuple[Plan, dict[str, Any]]:
+    """Fingerprint ``data.root`` and plan for ``cfg``'s network; returns ``(plan, fingerprint)``."""
+    from hydra._internal.utils import _locate
+
+    from medseg.data.datamodule import default_cache_dir
+
+    cache = OmegaConf.select(cfg, "data.cache_dir", default=None)
+    cache_dir = Path(cache).expanduser() if cache else default_cache_dir()
+    spec = discover(str(cfg.data.root))
+    fingerprint = dataset_fingerprint(spec, cache_dir)
+    in_channels = len(fingerprint["channels"])
+    classes = max(int(max(int(c) for c in fingerprint["classes"]) + 1), spec.num_classes or 0)
+    net = _plain(cfg.model.net)
+    device = training_device(cfg)
+    precision = OmegaConf.select(cfg, "trainer.precision", default=None)
+    plan_settings = settings(cfg, device)
+
+    def run_trial(net_cfg: dict[str, Any], patch: list[int], batch: int) -> Any:
+        return measure(net_cfg, in_channels, classes, patch, batch, device, precision, cache_dir)
+
+    plan = make_plan(fingerprint, net, _locate(net["_target_"]), fixed_values(cfg), plan_settings, run_trial)
+    do_time = OmegaConf.select(cfg, "plan.time_step", default=True) if time_step is None else time_step
+    seconds = _step_seconds(plan, cfg, net, in_channels, classes, device, run_trial) if do_time else None
+    _budget(plan, cfg, device, seconds)
+    return plan, fingerprint
+
+
+def _step_seconds(
+    plan: Plan, cfg: DictConfig, net: dict[str, Any], in_ch: int, classes: int, device: str, run_trial: Any
+) -> float | None:
+    """Seconds of one real training step with the values training will use (planned, or yours)."""
+    merged = copy.deepcopy(cfg)
+    apply(merged, plan)
+    planned: dict[str, Any] = {
+        k: _plain(merged.model.net[k]) for k in ("channels", "strides", "kernel_sizes") if k in net
+    }
+    net_cfg = {**net, **planned}
+    dims = int(net.get("spatial_dims") or 3)
+    patch = _plain(merged.data.patch_size if dims == 3 else merged.data.patch_size_2d)
+    batch = int(merged.data.batch_size)
+    if device == "cuda":
+        return run_trial(net_cfg, patch, batch).seconds
+    return time_cpu_step(net_cfg, in_ch, classes, patch, batch)
+
+
+def _budget(plan: Plan, cfg: DictConfig, device: str, seconds: float | None) -> None:
+    """The epochs: ``plan.hours`` of steps at the measured step time when set (null: nnU-Net's ``plan.max_epochs``
+    on CUDA, ``CPU_HOURS`` on the CPU); the note gives the time the budget takes."""
+    hours = OmegaConf.select(cfg, "plan.hours", default=None)
+    if hours is None and device == "cpu":
+        hours = CPU_HOURS
+    iters = int(plan.values.get("data.iters_per_epoch") or 0)
+    keep = {str(k) for k in (OmegaConf.select(cfg, "plan.keep") or [])}
+    if "data.iters_per_epoch" in keep:
+        iters = int(OmegaConf.select(cfg, "data.iters_per_epoch", default=0) or 0)
+    if hours is not None and seconds and iters:
+        epochs = max(1, int(float(hours) * 3600 / (iters * seconds)))
+        plan.set(
+            "trainer.max_epochs",
+            epochs,
+            f"{float(hours):g} h of steps (plan.hours) at {seconds:.2f} s per step (measured on {device}) and "
+            f"{iters} iterations per epoch; nnU-Net's 1000 epochs would take {1000 * iters * seconds / 3600:.0f} h",
+        )
+    elif seconds and iters:
+        total = iters * int(plan.values.get("trainer.max_epochs", 0)) * seconds / 3600
+        plan.notes.append(f"one training step took {seconds:.2f} s on {device}: the budget is ~{total:.1f} h of steps")
+
+
+def nested(values: dict[str, Any]) -> dict[str, Any]:
+    """``{"data.spacing": v}`` → ``{"data": {"spacing": v}}``."""
+    out: dict[str, Any] = {}
+    for key, value in values.items():
+        node = out
+        *parents, leaf = key.split(".")
+        for part in parents:
+            node = node.setdefault(part, {})
+        node[leaf] = value
+    return out
+
+
+def flat(tree: Any, prefix: str = "") -> dict[str, Any]:
+    """The inverse of :func:`nested` (leaves are anything but mappings)."""
+    if not isinstance(tree, dict):
+        return {prefix: tree}
+    out: dict[str, Any] = {}
+    for key, value in tree.items():
+        out.update(flat(value, f"{prefix}.{key}" if prefix else str(key)))
+    return out
+
+
+def plan_yaml(plan: Plan, fingerprint: dict[str, Any] | None, root: str) -> str:
+    """``plan.yaml``: the values as a config overlay (edit them), then the reasons, notes and measurements."""
+    doc = {
+        "config": nested(plan.values),
+        "why": dict(plan.why),
+        "notes": list(plan.notes),
+        "recommended_spatial_dims": plan.recommended_dims,
+        "trials": list(plan.trials),
+    }
+    if fingerprint is not None:
+        doc["fingerprint"] = {k: v for k, v in fingerprint.items() if k not in ("spacings", "shapes_after_crop")}
+    when = datetime.datetime.now().isoformat(timespec="seconds")
+    header = (
+        f"# medseg plan of data.root={root} ({when}).\n"
+        "# `config` holds ordinary config keys. Edit a value and re-run in this run directory, or train with\n"
+        "# plan.file=THIS_FILE: the file wins over planning, and a key=value on the command line wins over the file.\n"
+    )
+    body = yaml.dump(doc, Dumper=_NoAliases, sort_keys=False, default_flow_style=None, width=118, allow_unicode=True)
+    return header + body  # lists of numbers on one line: [0.7, 0.7, 2.785]
+
+
+def write_plan(path: str | Path, plan: Plan, fingerprint: dict[str, Any] | None, root: str) -> None:
+    """Write :func:`plan_yaml` to ``path`` (UTF-8, whole or not at all)."""
+    atomic_write_bytes(path, plan_yaml(plan, fingerprint, root).encode("utf-8"))
+
+
+class _NoAliases(yaml.SafeDumper):
+    """Plain YAML: a value written twice is written out twice, never as an anchor (read_plan refuses anchors)."""
+
+    def ignore_aliases(self, data: Any) -> bool:
+        return True
+
+
+def read_plan(path: str | Path) -> Plan:
+    """A ``plan.yaml`` back as a :class:`Plan` (its ``config`` values; read as data, no tags, no interpolation)."""
+    from medseg.safe_config import load_yaml
+
+    doc = OmegaConf.to_container(load_yaml(path), resolve=False)
+    if not isinstance(doc, dict) or not isinstance(doc.get("config"), dict):
+        raise ValueError(f"{path}: not a medseg plan (no 'config' mapping)")
+    values = {k: v for k, v in flat(doc["config"]).items() if k in PLANNED_KEYS}
+    unknown = sorted(set(flat(doc["config"])) - set(PLANNED_KEYS))
+    if unknown:
+        raise ValueError(f"{path}: keys a plan cannot set: {unknown} (plannable: {', '.join(PLANNED_KEYS)})")
+    why = {str(k): str(v) for k, v in (doc.get("why") or {}).items()}
+    notes = [str(n) for n in doc.get("notes") or []]
+    return Plan(values=values, why=why, notes=notes, recommended_dims=int(doc.get("recommended_spatial_dims") or 3))
+
+
+def apply(cfg: DictConfig, plan: Plan) -> dict[str, str]:
+    """Set the plan's values in ``cfg``, except the keys in ``plan.keep``; returns ``{key: "planned" | "kept"}``."""
+    keep = {str(k) for k in (OmegaConf.select(cfg, "plan.keep") or [])}
+    status = {}
+    with open_dict(cfg):
+        for key, value in plan.values.items():
+            if key in keep:
+                status[key] = "kept"
+                continue
+            OmegaConf.update(cfg, key, value, merge=False)
+            status[key] = "planned"
+    return status
+
+
+def plan_run(cfg: DictConfig, run: RunDir | None) -> Plan | None:
+    """Plan ``cfg`` for a train or CV run in ``run`` when planning is enabled; None otherwise.
+
+    The plan comes from ``plan.file``, else ``run``'s ``plan.yaml``, else is computed and written to ``run``; its
+    values are applied to ``cfg`` (not the keys in ``plan.keep``), and ``plan.enabled`` set false (CV folds and
+    resumed runs use the values, not a new plan).
+    """
+    if not enabled(cfg):
+        return None
+    source = OmegaConf.select(cfg, "plan.file", default=None)
+    fingerprint = None
+    if source:
+        plan = read_plan(Path(str(source)).expanduser())
+    elif run is not None and run.plan.is_file():
+        plan = read_plan(run.plan)
+        source = str(run.plan)
+    else:
+        plan, fingerprint = compute_plan(cfg)
+    if run is not None and (fingerprint is not None or not run.plan.is_file()):
+        write_plan(run.plan, plan, fingerprint, str(cfg.data.root))
+    status = apply(cfg, plan)
+    with open_dict(cfg):
+        cfg.plan.enabled = False
+    for key, value in plan.values.items():
+        log.info("plan: %s=%s (%s; %s)", key, value, status[key], plan.why.get(key, source or ""))
+    for note in plan.notes:
+        log.info("plan: %s", note)
+    return plan

@@ -1,0 +1,134 @@
+"""Planning inside train / cv and the ``medseg plan`` command: which keys are planned, plan.yaml, overrides win."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+from omegaconf import OmegaConf
+
+from medseg import cli
+from medseg.config import compose_config, override_keys
+from medseg.data.synthetic import save_nifti
+from medseg.planning.auto import compute_plan, enabled, read_plan
+from medseg.workflows.cv import cross_validate
+from medseg.workflows.train import train
+
+QUICK = [
+    "data=nifti",
+    "model/net=unet",
+    "data.num_workers=0",
+    "data.val_fraction=0.34",
+    "trainer.max_epochs=1",
+    "trainer.check_val_every_n_epoch=1",
+    "data.iters_per_epoch=2",
+    "plan.time_step=false",
+    "callbacks.progress_bar=null",
+    "+trainer.enable_progress_bar=false",
+]
+
+
+def aniso_dataset(root: Path, n: int = 4) -> Path:
+    """``n`` cases of 48 x 48 x 8 voxels at 0.7 x 0.7 x 4 mm: a flat disc (label 1) in noise."""
+    (root / "imagesTr").mkdir(parents=True)
+    (root / "labelsTr").mkdir()
+    rng = np.random.default_rng(0)
+    x, y, z = np.meshgrid(np.arange(48), np.arange(48), np.arange(8), indexing="ij")
+    training = []
+    for i in range(n):
+        label = (((x - 24) ** 2 + (y - 24) ** 2 < 100 + 10 * i) & (abs(z - 4) < 2)).astype(np.uint8)
+        image = (label + rng.normal(0, 0.3, label.shape) + 1).astype(np.float32)
+        affine = np.diag([0.7, 0.7, 4.0, 1.0])
+        save_nifti(root / "imagesTr" / f"c{i}.nii.gz", image, affine)
+        save_nifti(root / "labelsTr" / f"c{i}.nii.gz", label, affine)
+        training.append({"image": f"./imagesTr/c{i}.nii.gz", "label": f"./labelsTr/c{i}.nii.gz"})
+    meta = {"modality": {"0": "T2"}, "labels": {"0": "background", "1": "disc"}, "training": training}
+    (root / "dataset.json").write_text(json.dumps(meta))
+    return root
+
+
+def test_override_keys_are_the_keys_set_not_the_groups_chosen():
+    got = override_keys(["data=nifti", "model/net=unet", "data.root=/x", "+trainer.foo=1", "~model.net.act", "seed=3"])
+    assert got == ["data.root", "trainer.foo"]
+    cfg = compose_config("train", ["data=nifti", "data.root=/x", "data.batch_size=3"])
+    assert list(cfg.plan.keep) == ["data.root", "data.batch_size"]
+
+
+@pytest.mark.parametrize(
+    ("overrides", "planned"),
+    [
+        ([], False),  # the demo keeps its recipe
+        (["data=nifti", "data.root=/x"], True),
+        (["data=nifti", "data.root=/x", "plan.enabled=false"], False),
+        (["plan.enabled=true"], True),
+    ],
+)
+def test_planning_is_on_for_your_own_data(overrides, planned):
+    assert enabled(compose_config("train", overrides)) is planned
+    assert enabled(compose_config("turbolift", overrides)) is (planned and "plan.enabled=true" in overrides)
+
+
+def test_anisotropic_data_gets_in_plane_kernels_and_no_early_z_pooling(tmp_path):
+    cfg = compose_config("train", [*QUICK, f"data.root={aniso_dataset(tmp_path / 'aniso')}"])
+    plan, fingerprint = compute_plan(cfg)
+    assert fingerprint["median_spacing"] == [0.7, 0.7, 4.0]
+    assert plan.values["model.net.strides"][0] == [2, 2, 1]
+    assert plan.values["model.net.kernel_sizes"][0] == [3, 3, 1]
+    assert plan.values["data.patch_size"] == [48, 48, 8]
+    assert plan.trials and all(t["how"] == "meta" for t in plan.trials)
+
+
+def test_train_plans_writes_plan_yaml_and_keeps_your_keys(tmp_path):
+    data = aniso_dataset(tmp_path / "aniso")
+    run = tmp_path / "run"
+    cfg = compose_config("train", [*QUICK, f"data.root={data}", "data.batch_size=3"], run_dir=run)
+    train(cfg)
+    saved = OmegaConf.load(run / "config.yaml")
+    assert saved.model.net.strides[0] == [2, 2, 1] and saved.model.net.kernel_sizes[0] == [3, 3, 1]
+    assert list(saved.data.patch_size) == [48, 48, 8]
+    assert saved.data.batch_size == 3 and saved.data.iters_per_epoch == 2 and saved.trainer.max_epochs == 1
+    plan = yaml.safe_load((run / "plan.yaml").read_text())
+    assert plan["config"]["model"]["net"]["strides"][0] == [2, 2, 1]
+    assert "fingerprint" in plan and plan["why"]["data.spacing"]
+
+    edited = tmp_path / "edited.yaml"  # an edited plan wins over planning
+    plan["config"]["data"]["patch_size"] = [32, 32, 8]
+    edited.write_text(yaml.safe_dump(plan))
+    assert read_plan(edited).values["data.patch_size"] == [32, 32, 8]
+    run2 = tmp_path / "run2"
+    cfg = compose_config("train", [*QUICK, f"data.root={data}", f"plan.file={edited}"], run_dir=run2)
+    train(cfg)
+    assert list(OmegaConf.load(run2 / "config.yaml").data.patch_size) == [32, 32, 8]
+
+
+def test_cv_plans_once_for_every_fold(tmp_path):
+    data = aniso_dataset(tmp_path / "aniso", n=4)
+    run = tmp_path / "cv"
+    overrides = [*QUICK, f"data.root={data}", "cv.folds=2", "data.val_fraction=0.5"]
+    # no validation during the one epoch (max_epochs < check_val_every_n_epoch): best.ckpt is the validated last one
+    cfg = compose_config("cv", [*overrides, "trainer.check_val_every_n_epoch=5"], run_dir=run)
+    cross_validate(cfg)
+    assert (run / "fold_0" / "checkpoints" / "best.ckpt").is_file() and (run / "cv_summary.json").is_file()
+    assert (run / "plan.yaml").is_file() and not (run / "fold_0" / "plan.yaml").exists()
+    for k in (0, 1):
+        fold = OmegaConf.load(run / f"fold_{k}" / "config.yaml")
+        assert fold.model.net.strides[0] == [2, 2, 1] and fold.plan.enabled is False
+
+
+def test_the_plan_command_prints_and_writes(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("COLUMNS", "250")
+    data = aniso_dataset(tmp_path / "aniso")
+    out = tmp_path / "my_plan.yaml"
+    cli.main(["plan", f"data.root={data}", "plan.time_step=false", "model/net=unet", "-o", str(out)])
+    text = capsys.readouterr().out
+    assert "model.net.kernel_sizes" in text and "in-plane kernels" in text and "fingerprint: 4 cases" in text
+    assert read_plan(out).values["model.net.strides"][0] == [2, 2, 1]
+    cli.main(["plan", f"data.root={data}", "plan.time_step=false", "data.batch_size=5", "--json"])
+    doc = json.loads(capsys.readouterr().out)
+    assert "data.batch_size" not in doc["values"] and doc["fingerprint"]["cases"] == 4
+    with pytest.raises(SystemExit):
+        cli.main(["plan", "model/net=unet"])
+    assert "data.root=PATH is required" in capsys.readouterr().err
