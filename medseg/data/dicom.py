@@ -11,7 +11,10 @@ along the slice normal, none repeats, and their steps are equal (a missing slice
 
 from __future__ import annotations
 
+import contextlib
+import locale
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -36,6 +39,17 @@ class Series:
     files: list[str]
 
 
+@contextlib.contextmanager
+def keep_locale() -> Iterator[None]:
+    """Restore the process locale after SimpleITK's GDCM code, which sets it to ``C``: left so, Python's default text
+    encoding turns ASCII and every later ``open()`` of a non-ASCII text file in the process fails."""
+    saved = locale.setlocale(locale.LC_ALL)
+    try:
+        yield
+    finally:
+        locale.setlocale(locale.LC_ALL, saved)
+
+
 def is_dicom_ref(path: str | Path) -> bool:
     """Whether ``path`` names a DICOM series (a folder, or ``folder::uid``) rather than an image file."""
     text = str(path)
@@ -46,7 +60,8 @@ def is_dicom_ref(path: str | Path) -> bool:
 def _series_ids(folder: Path) -> list[str]:
     import SimpleITK as sitk
 
-    return list(sitk.ImageSeriesReader.GetGDCMSeriesIDs(str(folder)) or [])
+    with keep_locale():
+        return list(sitk.ImageSeriesReader.GetGDCMSeriesIDs(str(folder)) or [])
 
 
 def _safe(name: str) -> str:
@@ -63,7 +78,8 @@ def find_series(folder: str | Path) -> list[Series]:
     for sub in [root, *sorted(p for p in root.iterdir() if p.is_dir())]:
         ids = _series_ids(sub)
         for uid in ids:
-            files = list(sitk.ImageSeriesReader.GetGDCMSeriesFileNames(str(sub), uid))
+            with keep_locale():
+                files = list(sitk.ImageSeriesReader.GetGDCMSeriesFileNames(str(sub), uid))
             ref = str(sub) if len(ids) == 1 else f"{sub}{SEP}{uid}"
             name = _safe(sub.name) if len(ids) == 1 else _safe(uid)
             found.append(Series(ref, name, files))
@@ -83,7 +99,8 @@ def _files(ref: str) -> list[str]:
         uid = ids[0]
     if uid not in ids:
         raise SeriesError(f"{folder}: no series {uid} (found {', '.join(ids)})")
-    return list(sitk.ImageSeriesReader.GetGDCMSeriesFileNames(folder, uid))
+    with keep_locale():
+        return list(sitk.ImageSeriesReader.GetGDCMSeriesFileNames(folder, uid))
 
 
 def check_series(ref: str) -> list[str]:
@@ -95,7 +112,8 @@ def check_series(ref: str) -> list[str]:
     for f in files:
         reader = sitk.ImageFileReader()
         reader.SetFileName(f)
-        reader.ReadImageInformation()
+        with keep_locale():
+            reader.ReadImageInformation()
         tags.append({k: reader.GetMetaData(k) if reader.HasMetaDataKey(k) else "" for k in (ORIENTATION, POSITION)})
         tags[-1]["size"] = str(reader.GetSize()[:2])
     name = ref.split(SEP, 1)[0]
@@ -153,7 +171,8 @@ def read_series(ref: str, header_only: bool = False) -> tuple[tuple[int, ...], n
     files = check_series(ref)
     reader = sitk.ImageSeriesReader()
     reader.SetFileNames(files)
-    image = reader.Execute()
+    with keep_locale():
+        image = reader.Execute()
     affine = itk_affine(image)
     size = tuple(int(s) for s in image.GetSize())
     data = None if header_only else sitk.GetArrayFromImage(image).transpose(2, 1, 0)

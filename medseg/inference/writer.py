@@ -62,11 +62,12 @@ def _write_dicom_like(data: np.ndarray, series: str, tmp: Path) -> None:
     """``data`` (X, Y, Z) on the grid of a DICOM series: SimpleITK's origin, spacing and direction of the series."""
     import SimpleITK as sitk
 
-    from medseg.data.dicom import check_series
+    from medseg.data.dicom import check_series, keep_locale
 
     reader = sitk.ImageSeriesReader()
     reader.SetFileNames(check_series(series))
-    image = reader.Execute()
+    with keep_locale():
+        image = reader.Execute()
     if tuple(image.GetSize()) != tuple(data.shape):
         raise ValueError(f"{series}: prediction shape {data.shape} != series shape {tuple(image.GetSize())}")
     out = sitk.GetImageFromArray(np.ascontiguousarray(data.transpose(2, 1, 0)))

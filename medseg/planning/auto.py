@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import copy
 import datetime
+import json
 import logging
 from pathlib import Path
 from typing import Any
@@ -263,9 +264,10 @@ def plan_run(cfg: DictConfig, run: RunDir | None) -> Plan | None:
         source = str(run.plan)
     else:
         plan, fingerprint = compute_plan(cfg)
-    if run is not None and (fingerprint is not None or not run.plan.is_file()):
-        write_plan(run.plan, plan, fingerprint, str(cfg.data.root))
     status = apply(cfg, plan)
+    used = as_used(cfg, plan)
+    if run is not None and (fingerprint is not None or not run.plan.is_file()):
+        write_plan(run.plan, used, fingerprint, str(cfg.data.root))
     with open_dict(cfg):
         cfg.plan.enabled = False
     for key, value in plan.values.items():
@@ -273,3 +275,16 @@ def plan_run(cfg: DictConfig, run: RunDir | None) -> Plan | None:
     for note in plan.notes:
         log.info("plan: %s", note)
     return plan
+
+
+def as_used(cfg: DictConfig, plan: Plan) -> Plan:
+    """The plan as the run uses it: your value for every planned key you set (``why``: set by you, and what the plan
+    chose), so that ``plan.file=`` of a run's ``plan.yaml`` reproduces that run's configuration."""
+    keep = {str(k) for k in (OmegaConf.select(cfg, "plan.keep") or [])}
+    values, why = dict(plan.values), dict(plan.why)
+    for key in PLANNED_KEYS:
+        if key in keep:
+            values[key] = _plain(OmegaConf.select(cfg, key, default=None))
+            planned = f" (the plan: {json.dumps(plan.values[key])})" if key in plan.values else ""
+            why[key] = "set by you" + planned
+    return Plan(values, why, list(plan.notes), plan.recommended_dims, list(plan.trials))

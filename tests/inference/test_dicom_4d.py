@@ -19,7 +19,7 @@ import SimpleITK as sitk
 from predict_helpers import dice, make_affine, render_phantom
 
 from medseg.cli.predict import run as run_predict
-from medseg.data.dicom import SeriesError, check_series, find_series, read_series
+from medseg.data.dicom import SeriesError, check_series, find_series, keep_locale, read_series
 
 
 def write_series(folder: Path, data: np.ndarray, affine: np.ndarray, uid: str = "1.2.826.0.1.3680043.2.1125.1",
@@ -59,11 +59,22 @@ def write_series(folder: Path, data: np.ndarray, affine: np.ndarray, uid: str = 
         }.items():
             piece.SetMetaData(tag, value)
         writer.SetFileName(str(folder / f"{prefix}_{z:03d}.dcm"))
-        writer.Execute(piece)
+        with keep_locale():  # GDCM sets the process locale to C
+            writer.Execute(piece)
     return folder
 
 
 OBLIQUE = make_affine((1.6, 1.4, 2.2), "LPS", 14.0, (1.0, 0.4, 0.2))  # voxel axes L, P, S, tilted
+
+
+def test_reading_a_series_leaves_the_process_locale_alone(tmp_path):
+    import locale
+
+    affine, shape = make_affine((2.0, 2.0, 2.0), "RAS", fov_mm=12)
+    write_series(tmp_path / "s", np.zeros(shape, np.float32), affine)
+    before = locale.setlocale(locale.LC_ALL)
+    assert find_series(tmp_path) and read_series(str(tmp_path / "s"))[0] == tuple(shape)
+    assert locale.setlocale(locale.LC_ALL) == before  # GDCM sets C: Python's text I/O would turn ASCII
 
 
 def test_a_series_reads_with_its_exact_geometry(tmp_path):
@@ -124,7 +135,8 @@ def test_predict_a_dicom_folder_writes_nifti_on_the_series_grid(trained_runs, tm
     reread = sitk.ReadImage(str(out / "patient_a.nii.gz"))
     reference = sitk.ImageSeriesReader()
     reference.SetFileNames(check_series(str(series / "patient_a")))
-    ref = reference.Execute()
+    with keep_locale():
+        ref = reference.Execute()
     np.testing.assert_allclose(reread.GetOrigin(), ref.GetOrigin(), atol=1e-4)
     np.testing.assert_allclose(reread.GetSpacing(), ref.GetSpacing(), atol=1e-5)
     np.testing.assert_allclose(reread.GetDirection(), ref.GetDirection(), atol=1e-5)

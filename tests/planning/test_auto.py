@@ -92,6 +92,7 @@ def test_train_plans_writes_plan_yaml_and_keeps_your_keys(tmp_path):
     assert saved.data.batch_size == 3 and saved.data.iters_per_epoch == 2 and saved.trainer.max_epochs == 1
     plan = yaml.safe_load((run / "plan.yaml").read_text())
     assert plan["config"]["model"]["net"]["strides"][0] == [2, 2, 1]
+    assert plan["config"]["data"]["batch_size"] == 3 and plan["why"]["data.batch_size"].startswith("set by you")
     assert "fingerprint" in plan and plan["why"]["data.spacing"]
 
     edited = tmp_path / "edited.yaml"  # an edited plan wins over planning
