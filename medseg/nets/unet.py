@@ -154,6 +154,7 @@ class UNet(nn.Module):
         self.ds_heads = None
         if deep_supervision:
             self.ds_heads = DeepSupervisionHeads(ch[1 : deep_supervision + 1], out_channels, spatial_dims)
+        self.register_load_state_dict_pre_hook(_drop_headless_blocks)
         self.memory_format: torch.memory_format | None = None
         if channels_last:
             self.memory_format = torch.channels_last_3d if spatial_dims == 3 else torch.channels_last
@@ -280,3 +281,16 @@ def _validate(ch: list[int], deep_supervision: int, downsample: str, decoder_fro
         raise ValueError(f"model.net.downsample must be max, avg or conv, got {downsample!r}")
     if decoder_from not in ("block", "concat"):
         raise ValueError(f"model.net.decoder_from must be block or concat, got {decoder_from!r}")
+
+
+def _drop_headless_blocks(module: nn.Module, state_dict: dict[str, Any], prefix: str, *_: Any) -> None:
+    """Load a checkpoint written before ``decoder_from=concat`` stopped building the decoder blocks of levels without
+    an output head: those blocks fed nothing, so their weights are dropped instead of failing a strict load."""
+    if getattr(module, "decoder_from", None) != "concat":
+        return
+    built = len(module.decoders)  # type: ignore[arg-type]
+    start = prefix + "decoders."
+    for key in [k for k in state_dict if k.startswith(start)]:
+        level = key[len(start) :].split(".", 1)[0]
+        if level.isdigit() and int(level) >= built:
+            del state_dict[key]

@@ -1,5 +1,8 @@
 """The U-Net before and after its decoder construction moved to ``medseg/nets/decoder.py`` and per-level strides and
 kernel sizes were added: the same state_dict keys and shapes (old checkpoints load) and the same fixed-seed outputs.
+With ``decoder_from=concat`` the blocks of levels without an output head are no longer built (issue 17: they fed
+nothing and were never trained): there the old keys are the new ones plus those blocks, and a checkpoint holding them
+still loads strictly.
 
 ``unet_golden.json`` and ``unet2d_before_decoder_split.pt`` were written by the code before the change (commit
 90edc5e): for every UNet config of the zoo, a hash of the ``(key, shape)`` list and output sums at seed 0/1.
@@ -49,6 +52,14 @@ def test_same_keys_and_outputs_as_before_the_decoder_split(name, dims, variant):
     with torch.no_grad():
         z = net(x)
     want = GOLDEN[f"{name}-{dims}d-{variant}"]
+    old_state = _with_headless_blocks(cfg, net) if net.decoder_from == "concat" else {}
+    if len(old_state) > len(net.state_dict()):  # levels without a head (a head at every level: nothing changed)
+        keys = ";".join(f"{k}:{tuple(v.shape)}" for k, v in old_state.items())
+        assert hashlib.sha256(keys.encode()).hexdigest()[:16] == want["keys"]
+        net.load_state_dict(old_state, strict=True)  # the headless blocks are dropped, nothing else changes
+        with torch.no_grad():
+            torch.testing.assert_close(net(x), z, rtol=0, atol=0)
+        return  # the seeded weights differ from the golden ones: fewer modules drew from the generator
     assert hashlib.sha256(keys.encode()).hexdigest()[:16] == want["keys"]
     assert train == pytest.approx(want["train"], rel=1e-4, abs=1e-2)
     assert float(z.double().sum()) == pytest.approx(want["eval"], rel=1e-4, abs=1e-2)
@@ -62,3 +73,15 @@ def test_a_checkpoint_written_before_the_split_loads_and_predicts_the_same():
     with torch.no_grad():
         out = net.eval()(old["input"])
     torch.testing.assert_close(out, old["eval_out"], rtol=1e-5, atol=1e-5)
+
+
+def _with_headless_blocks(cfg, net):
+    """``net``'s state_dict in the layout of before the change: its own entries plus the decoder blocks of the levels
+    without a head, taken from the same net built with a head (hence a block) at every level, in its key order."""
+    full_cfg = cfg.copy()
+    full_cfg.model.net.deep_supervision = net.depth - 1
+    full = build(full_cfg.model.net).state_dict()
+    own = net.state_dict()
+    built = len(net.decoders)
+    extra = {k for k in full if k.startswith("decoders.") and int(k.split(".")[1]) >= built}
+    return {k: (own[k] if k in own else full[k]) for k in full if k in own or k in extra}
