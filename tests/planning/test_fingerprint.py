@@ -95,5 +95,5 @@ def test_cached_per_case_until_a_file_changes(known, tmp_path, monkeypatch):
 
 def test_unreadable_cases_are_named(known, tmp_path):
     (known / "imagesTr" / "b.nii.gz").write_bytes(b"not an image")
-    with pytest.raises(DatasetError, match=r"b: .*cannot read image.*\n.*medseg check-data"):
+    with pytest.raises(DatasetError, match=r"b: .*b.nii.gz: cannot read the image.*\n.*medseg check-data"):
         dataset_fingerprint(discover(known), None)
