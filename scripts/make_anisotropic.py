@@ -22,13 +22,11 @@ Example:
 from __future__ import annotations
 
 import argparse
-import json
-import os
-import shutil
 from pathlib import Path
 
-import nibabel as nib
 import numpy as np
+
+from medseg.data.synthetic import write_msd_dataset
 
 LABELS = {"0": "background", "1": "gland", "2": "lesion"}
 
@@ -99,36 +97,21 @@ def write_dataset(out: Path, cases: int, seed: int, force: bool = False) -> Path
     """Write ``cases`` cases into ``out`` (MSD layout), atomically; an existing dataset is kept unless ``force``."""
     if (out / "dataset.json").is_file() and not force:
         return out
-    tmp = out.parent / f".{out.name}.tmp-{os.getpid()}"
-    shutil.rmtree(tmp, ignore_errors=True)
-    (tmp / "imagesTr").mkdir(parents=True)
-    (tmp / "labelsTr").mkdir()
-    training = []
-    for i in range(cases):
-        image, label, affine = make_case(np.random.default_rng([seed, i]))
-        name = f"aniso_{i:03d}.nii.gz"
-        for folder, data in (("imagesTr", image), ("labelsTr", label)):
-            img = nib.Nifti1Image(data, affine)
-            img.set_qform(affine, code=1)
-            img.set_sform(affine, code=1)
-            nib.save(img, str(tmp / folder / name))
-        training.append({"image": f"./imagesTr/{name}", "label": f"./labelsTr/{name}"})
-        print(f"  {name}: shape={image.shape} spacing={np.round(np.diag(affine)[:3], 2).tolist()} "
-              f"voxels(gland, lesion)={[(label == c).sum() for c in (1, 2)]}")  # fmt: skip
     meta = {
         "name": "aniso-synthetic",
         "description": "Synthetic anisotropic MRI-like volumes (0.7 x 0.7 x 4 mm): flat gland with thin lesions",
         "modality": {"0": "MRI"},
         "labels": LABELS,
-        "numTraining": cases,
-        "file_ending": ".nii.gz",
-        "training": training,
     }
-    (tmp / "dataset.json").write_text(json.dumps(meta, indent=2))
-    if out.exists():
-        shutil.rmtree(out)
-    os.replace(tmp, out)
-    return out
+    return write_msd_dataset(out, meta, (_case(seed, i) for i in range(cases)))
+
+
+def _case(seed: int, i: int) -> tuple[str, np.ndarray, np.ndarray, np.ndarray]:
+    image, label, affine = make_case(np.random.default_rng([seed, i]))
+    name = f"aniso_{i:03d}.nii.gz"
+    print(f"  {name}: shape={image.shape} spacing={np.round(np.diag(affine)[:3], 2).tolist()} "
+          f"voxels(gland, lesion)={[(label == c).sum() for c in (1, 2)]}")  # fmt: skip
+    return name, image, label, affine
 
 
 def main(argv: list[str] | None = None) -> None:

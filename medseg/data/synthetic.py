@@ -10,7 +10,9 @@ from __future__ import annotations
 import json
 import os
 import shutil
+from collections.abc import Iterable
 from pathlib import Path
+from typing import Any
 
 import nibabel as nib
 import numpy as np
@@ -87,34 +89,38 @@ def save_nifti(path: Path, data: np.ndarray, affine: np.ndarray) -> None:
     nib.save(img, str(path))
 
 
-def make_demo_dataset(root: str | Path, n_cases: int = 16, seed: int = 0, force: bool = False) -> Path:
-    """Generate the demo dataset once into ``root`` (atomically: a temp folder renamed into place)."""
-    root = Path(root).expanduser()
-    if (root / "dataset.json").is_file() and not force:
-        return root
+def write_msd_dataset(
+    root: Path, meta: dict[str, Any], cases: Iterable[tuple[str, np.ndarray, np.ndarray, np.ndarray]]
+) -> Path:
+    """Write ``(file name, image, label, affine)`` cases and ``dataset.json`` (``meta`` + the training list) in MSD
+    layout into ``root``, atomically: a temp folder renamed into place (an existing ``root`` is replaced)."""
     tmp = root.parent / f".{root.name}.tmp-{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)
     (tmp / "imagesTr").mkdir(parents=True)
     (tmp / "labelsTr").mkdir()
-    rng = np.random.default_rng(seed)
     training = []
-    for i in range(n_cases):
-        image, label, affine = synth_case(rng)
-        name = f"demo_{i:03d}.nii.gz"
+    for name, image, label, affine in cases:
         save_nifti(tmp / "imagesTr" / name, image, affine)
         save_nifti(tmp / "labelsTr" / name, label, affine)
         training.append({"image": f"./imagesTr/{name}", "label": f"./labelsTr/{name}"})
-    meta = {
-        "name": "medseg-demo",
-        "description": "Synthetic body/organ/lesion volumes with noise, bias field and varied geometry",
-        "modality": {"0": "MRI"},
-        "labels": DEMO_LABELS,
-        "numTraining": n_cases,
-        "file_ending": ".nii.gz",
-        "training": training,
-    }
+    meta = {**meta, "numTraining": len(training), "file_ending": ".nii.gz", "training": training}
     (tmp / "dataset.json").write_text(json.dumps(meta, indent=2))
     if root.exists():
         shutil.rmtree(root)
     os.replace(tmp, root)
     return root
+
+
+def make_demo_dataset(root: str | Path, n_cases: int = 16, seed: int = 0, force: bool = False) -> Path:
+    """Generate the demo dataset once into ``root`` (atomically: a temp folder renamed into place)."""
+    root = Path(root).expanduser()
+    if (root / "dataset.json").is_file() and not force:
+        return root
+    rng = np.random.default_rng(seed)
+    meta = {
+        "name": "medseg-demo",
+        "description": "Synthetic body/organ/lesion volumes with noise, bias field and varied geometry",
+        "modality": {"0": "MRI"},
+        "labels": DEMO_LABELS,
+    }
+    return write_msd_dataset(root, meta, ((f"demo_{i:03d}.nii.gz", *synth_case(rng)) for i in range(n_cases)))

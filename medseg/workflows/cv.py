@@ -13,10 +13,9 @@ from omegaconf import DictConfig, open_dict
 from medseg.config import build
 from medseg.data.datamodule import generate_dataset
 from medseg.data.discovery import discover
-from medseg.data.splits import load_or_create_cv_splits
 from medseg.planning.auto import plan_run
 from medseg.run_dir import RunDir
-from medseg.workflows.train import train
+from medseg.workflows.train import run_cv_splits, train
 
 log = logging.getLogger(__name__)
 
@@ -26,18 +25,8 @@ def cv_splits(cfg: DictConfig, run: RunDir) -> dict[str, Any]:
     dm = build(cfg.data)
     generate_dataset(dm.generate, dm.root)
     ids = [c["id"] for c in discover(dm.root).cases]
-    cv = cfg.cv
     in_use = any(fold.state is not None for _, fold in run.folds())
-    return load_or_create_cv_splits(
-        run.splits,
-        ids,
-        cv.folds,
-        cv.seed,
-        dm.val_fraction,
-        cv.get("splits_file"),
-        in_use=in_use,
-        inner_val=cv.get("inner_val", True),
-    )
+    return run_cv_splits(cfg, run, ids, dm.val_fraction, in_use)
 
 
 def cross_validate(cfg: DictConfig, init_for_fold: Callable[[int], str | None] | None = None) -> dict[str, Any]:

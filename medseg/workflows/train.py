@@ -54,6 +54,25 @@ def _checkpoint_callback(trainer: L.Trainer) -> ModelCheckpoint:
     raise ValueError("callbacks.model_checkpoint is required (it selects the best checkpoint by val_dice)")
 
 
+def run_cv_splits(
+    cfg: DictConfig, run: RunDir, ids: list[str], val_fraction: float, in_use: bool, pending: list | None = None
+) -> dict[str, Any]:
+    """The K-fold split of a run directory by ``cfg.cv`` (``folds``, ``seed``, ``splits_file``, ``inner_val``): the
+    one place ``medseg cv`` and a fold's training read or draw it."""
+    cv = cfg.cv
+    return load_or_create_cv_splits(
+        run.splits,
+        ids,
+        cv.folds,
+        cv.seed,
+        val_fraction,
+        cv.get("splits_file"),
+        in_use=in_use,
+        pending=pending,
+        inner_val=cv.get("inner_val", True),
+    )
+
+
 def split_function(
     cfg: DictConfig, run: RunDir, dm: Any, pending: list | None = None
 ) -> Callable[[list[str]], dict[str, list[str]]]:
@@ -65,17 +84,7 @@ def split_function(
         return lambda ids: load_or_create_split(run.splits, ids, dm.val_fraction, dm.seed, in_use, pending)
 
     def fold_split(ids: list[str]) -> dict[str, list[str]]:
-        splits = load_or_create_cv_splits(
-            run.splits,
-            ids,
-            cv.folds,
-            cv.seed,
-            dm.val_fraction,
-            cv.get("splits_file"),
-            in_use=in_use,
-            pending=pending,
-            inner_val=cv.get("inner_val", True),
-        )
+        splits = run_cv_splits(cfg, run, ids, dm.val_fraction, in_use, pending)
         if not 0 <= cv.fold < len(splits["folds"]):
             raise ValueError(f"cv.fold={cv.fold} is outside the {len(splits['folds'])} folds of the split")
         return splits["folds"][cv.fold]
