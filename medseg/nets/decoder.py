@@ -2,7 +2,9 @@
 
 Split out of ``UNet.__init__`` as dynamic-network-architectures does. The modules are returned as the three containers
 ``UNet`` registers under its own names (``gates``, ``ups``, ``decoders``), so the state_dict keys of checkpoints
-written before the split are unchanged, and they are created in the same order (same fixed-seed initialisation).
+written before the split are unchanged, and they are created in the same order (same fixed-seed initialisation;
+with ``decoder_from=concat`` the levels without an output head get no block, and ``UNet`` drops such blocks
+from older checkpoints when loading).
 
 Per-level geometry: ``strides[i]`` is the pooling between level ``i`` and ``i + 1`` (an int, or one int per axis:
 ``(1, 2, 2)`` pools in-plane only), so the upsampling into level ``i`` has the same stride.
