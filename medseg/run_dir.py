@@ -356,8 +356,9 @@ def _finished(run: RunDir, what: str) -> RunDir:
     return run
 
 
-def contents(kind: str) -> str:
-    """What a run of ``kind`` (``train``, ``cv``, ``turbolift``) holds, for help texts and summaries."""
+def contents(kind: str, run: str | Path | None = None) -> str:
+    """What a run of ``kind`` (``train``, ``cv``, ``turbolift``) holds, for help texts; with ``run``, only what that
+    run directory holds (a summary names no file that is not there: an unplanned run has no ``plan.yaml``)."""
     r = RunDir("/")
 
     def rel(path: Path) -> str:
@@ -378,4 +379,7 @@ def contents(kind: str) -> str:
         "turbolift": ["stage_<i>_<name>/fold_<k>/", "baseline_<name>/", rel(r.turbolift_summary), rel(r.turbolift_png)],
         "trained": [rel(r.config), rel(r.checkpoints)],
     }
-    return ", ".join(items[kind])
+    if run is None:
+        return ", ".join(items[kind])
+    root = Path(run)
+    return ", ".join(i for i in items[kind] if any(root.glob(re.sub(r"<[a-z]+>", "*", i.rstrip("/")))))

@@ -61,3 +61,15 @@ def test_saved_configs_hold_absolute_expanded_paths(tmp_path, monkeypatch):
     assert cfg.data.root == str(tmp_path / "rel" / "data")
     assert cfg.init_from.startswith("/") and "~" not in cfg.init_from
     assert cfg.paths.cache_dir.startswith("/") and "~" not in cfg.data.cache_dir
+
+
+def test_a_summary_names_only_the_files_the_run_directory_holds(tmp_path):
+    from medseg.run_dir import contents
+
+    assert "plan.yaml" in contents("train")  # the help text lists everything a run can hold
+    (tmp_path / "config.yaml").write_text("{}")
+    (tmp_path / "checkpoints").mkdir()
+    assert contents("train", tmp_path) == "config.yaml, checkpoints/"  # an unplanned run: no plan.yaml
+    (tmp_path / "fold_0").mkdir()
+    (tmp_path / "cv_summary.json").write_text("{}")
+    assert contents("cv", tmp_path) == "fold_<k>/, cv_summary.json"

@@ -24,7 +24,7 @@ def print_train_summary(metrics: dict[str, Any], run_dir: str) -> None:
     waiting = "" if wait is None else f" · {100 * wait:.0f}% of step time waiting for data"
     out.print(
         f"best epoch {m['best_epoch']} of {m['epochs']} · {m['n_train']} train / {m['n_val']} val cases · "
-        f"{m['train_seconds']:.0f} s{waiting}\nrun dir: {run_dir}  ({contents('train')})"
+        f"{m['train_seconds']:.0f} s{waiting}\nrun dir: {run_dir}  ({contents('train', run_dir)})"
     )
     if m.get("validated_in_training") is False:
         out.print(
@@ -49,7 +49,7 @@ def print_cv_summary(summary: dict[str, Any], run_dir: str) -> None:
         f"{summary['dice_case_mean']:.4f} ± {summary['dice_case_std']:.4f}\n"
         f"HD95 at the worst case (a mask empty): {summary.get('hd95_worst_case', 0)} (case, class) pair(s) · "
         f"absent in both masks (excluded): {summary.get('absent_in_both', 0)}\n"
-        f"run dir: {run_dir}  ({contents('cv')})"
+        f"run dir: {run_dir}  ({contents('cv', run_dir)})"
     )
     _unvalidated(summary)
 
@@ -109,4 +109,4 @@ def print_turbolift_summary(summary: dict[str, Any], run_dir: str) -> None:
         verdict = "clean" if audit["clean"] else f"[red]{audit['leaks']} leak(s)[/]"
         chains = len(audit["chains"])
         out.print(f"leakage audit ({checked} folds of {chains} chains, test patients vs ancestors): {verdict}")
-    out.print(f"run dir: {run_dir}  ({contents('turbolift')})")
+    out.print(f"run dir: {run_dir}  ({contents('turbolift', run_dir)})")
