@@ -227,9 +227,19 @@ def read_plan(path: str | Path) -> Plan:
     unknown = sorted(set(flat(doc["config"])) - set(PLANNED_KEYS))
     if unknown:
         raise ValueError(f"{path}: keys a plan cannot set: {unknown} (plannable: {', '.join(PLANNED_KEYS)})")
+    bad = sorted(k for k, v in values.items() if not _numbers(v))
+    if bad:
+        raise ValueError(f"{path}: {', '.join(bad)}: a plan value must be a number or a list of numbers (or null)")
     why = {str(k): str(v) for k, v in (doc.get("why") or {}).items()}
     notes = [str(n) for n in doc.get("notes") or []]
     return Plan(values=values, why=why, notes=notes, recommended_dims=int(doc.get("recommended_spatial_dims") or 3))
+
+
+def _numbers(value: Any) -> bool:
+    """A plan value: a number, null, or (nested) lists of numbers — never a string (no interpolation reaches cfg)."""
+    if isinstance(value, list):
+        return all(_numbers(v) for v in value)
+    return value is None or (isinstance(value, int | float) and not isinstance(value, bool))
 
 
 def apply(cfg: DictConfig, plan: Plan) -> dict[str, str]:

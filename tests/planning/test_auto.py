@@ -133,3 +133,19 @@ def test_the_plan_command_prints_and_writes(tmp_path, capsys, monkeypatch):
     with pytest.raises(SystemExit):
         cli.main(["plan", "model/net=unet"])
     assert "data.root=PATH is required" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("config", "message"),
+    [
+        ({"model": {"net": {"_target_": "os.system"}}}, r"keys a plan cannot set: \['model.net._target_'\]"),
+        ({"data": {"patch_size": "${oc.env:HOME}"}}, "data.patch_size: a plan value must be a number"),
+        ({"data": {"spacing": [1.0, "${now:}", 2.0]}}, "data.spacing: a plan value must be a number"),
+        ({"trainer": {"max_epochs": True}}, "trainer.max_epochs: a plan value must be a number"),
+    ],
+)
+def test_a_plan_file_is_data_numbers_for_plannable_keys_only(tmp_path, config, message):
+    path = tmp_path / "plan.yaml"
+    path.write_text(yaml.safe_dump({"config": config}))
+    with pytest.raises(ValueError, match=message):
+        read_plan(path)
