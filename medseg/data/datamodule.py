@@ -19,7 +19,7 @@ from monai.transforms import Compose
 from torch.utils.data import RandomSampler
 
 from medseg.data.cache import DiskCache, DiskCacheDataset
-from medseg.data.checks import case_channels, check_dataset, raise_on_errors
+from medseg.data.checks import CaseInfo, case_channels, check_dataset, raise_on_errors
 from medseg.data.discovery import DatasetError, DatasetSpec, discover
 from medseg.data.labels import class_values, unused_classes
 from medseg.data.synthetic import make_demo_dataset
@@ -59,6 +59,33 @@ def generate_dataset(generate: str | None, root: Path) -> None:
         make_stage_dataset(root, stage, n_cases=int(cases[0]) if cases else None)
     elif generate:
         raise ValueError(f"data.generate must be 'demo', 'turbolift:<stage>[:<cases>]' or null, got {generate!r}")
+
+
+def checked_dataset(
+    root: str | Path, cache: str = "none", cache_dir: str | Path | None = None
+) -> tuple[DatasetSpec, dict[str, CaseInfo], list[int]]:
+    """Discover and check the dataset at ``root`` as training does: one :class:`DatasetError` naming every bad case
+    (warnings are logged), then the label value of each class. Returns ``(spec, {case id: info}, label values)``.
+
+    With ``cache="disk"`` the check results are kept beside the preprocessed volumes in ``cache_dir``: later runs,
+    folds and plans read no case that did not change.
+    """
+    spec = discover(root, strict=False)  # dataset.json entry problems are listed with the others
+    check = None
+    if cache == "disk" and cache_dir is not None:
+        from medseg.data.check_cache import cached_check_case
+
+        check = functools.partial(cached_check_case, cache_dir=Path(cache_dir))
+    infos, problems = check_dataset(spec, check=check)
+    for p in problems:
+        if p.severity == "warning":
+            log.warning(str(p))
+    raise_on_errors(problems, Path(root))
+    found = set().union(*(i.label_values for i in infos.values()))
+    label_values = class_values(spec.labels, found, str(Path(root) / "dataset.json"))
+    for value in unused_classes(spec.labels, found):
+        log.warning("dataset.json declares label %d (%s) but no label file contains it", value, spec.labels[value])
+    return spec, infos, label_values
 
 
 def worker_context() -> Any:
@@ -177,18 +204,7 @@ class SegDataModule(L.LightningDataModule):
             make_split: case ids → ``{"train": [...], "val": [...]}`` (optionally ``"test"``, never trained on).
         """
         generate_dataset(self.generate, self.root)
-        spec = discover(self.root, strict=False)  # dataset.json entry problems are listed with the others
-        # data.cache=disk keeps the check results beside the preprocessed volumes: later runs and folds read no case
-        check = None
-        if self.cache == "disk":
-            from medseg.data.check_cache import cached_check_case
-
-            check = functools.partial(cached_check_case, cache_dir=self.cache_dir)
-        infos, problems = check_dataset(spec, check=check)
-        for p in problems:
-            if p.severity == "warning":
-                log.warning(str(p))
-        raise_on_errors(problems, self.root)
+        spec, infos, self.label_values = checked_dataset(self.root, self.cache, self.cache_dir)
         self.spec = spec
         self.modality = spec.modality if self.modality_opt == "auto" else self.modality_opt.upper()
         if self.spacing is None:
@@ -199,10 +215,6 @@ class SegDataModule(L.LightningDataModule):
             (float(np.prod(i.shape[:3], dtype=np.float64) * np.prod(i.spacing)) / target, cid)
             for cid, i in infos.items()
         )
-        found = set().union(*(i.label_values for i in infos.values()))
-        self.label_values = class_values(spec.labels, found, str(self.root / "dataset.json"))
-        for value in unused_classes(spec.labels, found):
-            log.warning("dataset.json declares label %d (%s) but no label file contains it", value, spec.labels[value])
         if self.num_classes is None:
             self.num_classes = len(self.label_values)
         elif self.num_classes != len(self.label_values):

@@ -20,7 +20,6 @@ import torch
 import yaml
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from medseg.data.discovery import discover
 from medseg.fileio import atomic_write_bytes
 from medseg.planning.fingerprint import dataset_fingerprint
 from medseg.planning.planner import GiB, Plan, PlanSettings, make_plan
@@ -97,14 +96,17 @@ def compute_plan(cfg: DictConfig, time_step: bool | None = None) -> tuple[Plan, 
     """Fingerprint ``data.root`` and plan for ``cfg``'s network; returns ``(plan, fingerprint)``."""
     from hydra._internal.utils import _locate
 
-    from medseg.data.datamodule import default_cache_dir
+    from medseg.data.datamodule import cache_mode, checked_dataset, default_cache_dir
 
     cache = OmegaConf.select(cfg, "data.cache_dir", default=None)
     cache_dir = Path(cache).expanduser() if cache else default_cache_dir()
-    spec = discover(str(cfg.data.root))
+    # checked as training checks it: nothing is planned from a case that training would refuse (NaN voxels, labels
+    # that are not classes, mismatched geometry...), and the classes are the labels' classes (0/255 declared: 2)
+    mode = cache_mode(OmegaConf.select(cfg, "data.cache", default="disk"))
+    spec, _, label_values = checked_dataset(str(cfg.data.root), mode, cache_dir)
     fingerprint = dataset_fingerprint(spec, cache_dir)
     in_channels = len(fingerprint["channels"])
-    classes = max(int(max(int(c) for c in fingerprint["classes"]) + 1), spec.num_classes or 0)
+    classes = len(label_values)
     net = _plain(cfg.model.net)
     device = training_device(cfg)
     precision = OmegaConf.select(cfg, "trainer.precision", default=None)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import nibabel as nib
 import numpy as np
 import pytest
 import yaml
@@ -13,6 +14,7 @@ from omegaconf import OmegaConf
 from medseg import cli
 from medseg.config import compose_config, override_keys
 from medseg.data.synthetic import save_nifti
+from medseg.planning import auto
 from medseg.planning.auto import compute_plan, enabled, read_plan
 from medseg.workflows.cv import cross_validate
 from medseg.workflows.train import train
@@ -149,3 +151,41 @@ def test_a_plan_file_is_data_numbers_for_plannable_keys_only(tmp_path, config, m
     path.write_text(yaml.safe_dump({"config": config}))
     with pytest.raises(ValueError, match=message):
         read_plan(path)
+
+
+def test_nothing_is_planned_from_cases_training_would_refuse(tmp_path, capsys):
+    data = aniso_dataset(tmp_path / "bad")
+    image = tmp_path / "bad" / "imagesTr" / "c1.nii.gz"
+    values = np.asarray(nib.load(image).dataobj).copy()
+    values[3, 3, 3] = np.nan
+    save_nifti(image, values, np.diag([0.7, 0.7, 4.0, 1.0]))
+    with pytest.raises(SystemExit) as exit_:
+        cli.main(["plan", f"data.root={data}", "plan.time_step=false", "model/net=unet"])
+    assert exit_.value.code == 1
+    assert f"c1: {image}: 1 NaN/Inf intensities" in capsys.readouterr().err
+    run = tmp_path / "run"
+    cfg = compose_config("train", [*QUICK, f"data.root={data}"], run_dir=run)
+    with pytest.raises(Exception, match="NaN/Inf"):
+        train(cfg)
+    assert not (run / "plan.yaml").exists()  # a plan of bad data would win over the fixed data's on a re-run
+
+
+def test_declared_label_values_plan_for_their_classes(tmp_path, monkeypatch):
+    data = aniso_dataset(tmp_path / "d")
+    for f in (data / "labelsTr").iterdir():  # 0/255 masks, declared so in dataset.json: 2 classes, not 256
+        img = nib.load(f)
+        save_nifti(f, (np.asarray(img.dataobj) * 255).astype(np.uint8), img.affine)
+    meta = json.loads((data / "dataset.json").read_text())
+    meta["labels"] = {"0": "background", "255": "disc"}
+    (data / "dataset.json").write_text(json.dumps(meta))
+    seen = set()
+    real = auto.measure
+
+    def measure(net_cfg, in_channels, classes, *args):
+        seen.add(classes)
+        return real(net_cfg, in_channels, classes, *args)
+
+    monkeypatch.setattr("medseg.planning.auto.measure", measure)
+    cfg = compose_config("train", ["data=nifti", f"data.root={data}", "plan.time_step=false", "model/net=unet"])
+    compute_plan(cfg)
+    assert seen == {2}
