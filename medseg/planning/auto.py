@@ -66,15 +66,28 @@ def settings(cfg: DictConfig, device: str) -> PlanSettings:
     if gb is None:
         gb = 0.9 * torch.cuda.get_device_properties(0).total_memory / GiB if device == "cuda" else CPU_MEMORY_GB
     node: Any = OmegaConf.select(cfg, "plan") or {}
+    if node.get("hours") is not None:
+        _positive("plan.hours", node.get("hours"), float)
     return PlanSettings(
-        memory_bytes=int(float(gb) * GiB),
+        memory_bytes=int(_positive("plan.memory_gb", gb, float) * GiB),
         device=device,
-        iters_per_epoch=int(node.get("iters_per_epoch", 250)),
-        max_epochs=int(node.get("max_epochs", 1000)),
-        max_channels=int(node.get("max_channels", 320)),
-        min_feature_map=int(node.get("min_feature_map", 4)),
-        max_depth=int(node.get("max_depth", 6)),
+        iters_per_epoch=_positive("plan.iters_per_epoch", node.get("iters_per_epoch", 250), int),
+        max_epochs=_positive("plan.max_epochs", node.get("max_epochs", 1000), int),
+        max_channels=_positive("plan.max_channels", node.get("max_channels", 320), int),
+        min_feature_map=_positive("plan.min_feature_map", node.get("min_feature_map", 4), int),
+        max_depth=_positive("plan.max_depth", node.get("max_depth", 6), int),
     )
+
+
+def _positive(key: str, value: Any, kind: type) -> Any:
+    """``value`` as a positive ``kind`` (int or float), or one ValueError naming ``key``."""
+    try:
+        number = kind(value) if not isinstance(value, bool) and value is not None else None
+    except (TypeError, ValueError):
+        number = None
+    if number is None or not number > 0 or (kind is int and number != float(value)):
+        raise ValueError(f"{key}={value!r}: must be a positive {'integer' if kind is int else 'number'}")
+    return number
 
 
 def fixed_values(cfg: DictConfig) -> dict[str, Any]:
@@ -102,15 +115,15 @@ def compute_plan(cfg: DictConfig, time_step: bool | None = None) -> tuple[Plan, 
     cache_dir = Path(cache).expanduser() if cache else default_cache_dir()
     # checked as training checks it: nothing is planned from a case that training would refuse (NaN voxels, labels
     # that are not classes, mismatched geometry...), and the classes are the labels' classes (0/255 declared: 2)
+    device = training_device(cfg)
+    plan_settings = settings(cfg, device)  # plan.* checked before any case is read
     mode = cache_mode(OmegaConf.select(cfg, "data.cache", default="disk"))
     spec, _, label_values = checked_dataset(str(cfg.data.root), mode, cache_dir)
     fingerprint = dataset_fingerprint(spec, cache_dir)
     in_channels = len(fingerprint["channels"])
     classes = len(label_values)
     net = _plain(cfg.model.net)
-    device = training_device(cfg)
     precision = OmegaConf.select(cfg, "trainer.precision", default=None)
-    plan_settings = settings(cfg, device)
 
     def run_trial(net_cfg: dict[str, Any], patch: list[int], batch: int) -> Any:
         return measure(net_cfg, in_channels, classes, patch, batch, device, precision, cache_dir)
@@ -144,6 +157,8 @@ def _budget(plan: Plan, cfg: DictConfig, device: str, seconds: float | None) -> 
     """The epochs: ``plan.hours`` of steps at the measured step time when set (null: nnU-Net's ``plan.max_epochs``
     on CUDA, ``CPU_HOURS`` on the CPU); the note gives the time the budget takes."""
     hours = OmegaConf.select(cfg, "plan.hours", default=None)
+    if hours is not None:
+        hours = _positive("plan.hours", hours, float)
     if hours is None and device == "cpu":
         hours = CPU_HOURS
     iters = int(plan.values.get("data.iters_per_epoch") or 0)

@@ -177,7 +177,14 @@ class _Planner:
         return net, topo.round_patch(patch, divisor), levels
 
     def fits(self, net: dict[str, Any], patch: list[int], batch: int) -> Trial:
-        trial = self.measure(net, patch, batch)
+        try:
+            trial = self.measure(net, patch, batch)
+        except RuntimeError as err:  # a candidate the network cannot run: one line, not a traceback
+            first = (str(err).strip().splitlines() or [type(err).__name__])[0][:200]
+            raise ValueError(
+                f"plan: {net.get('_target_')} cannot train on a patch of {patch} voxels with these levels "
+                f"(strides {net.get('strides')}): {first}; set data.patch_size or raise plan.memory_gb"
+            ) from err
         self.plan.trials.append({"patch": patch, "batch": batch, "bytes": trial.bytes, "how": trial.how})
         return trial
 
@@ -194,8 +201,10 @@ class _Planner:
             net, patch, levels = self.candidate(spacing, patch)
             trial = self.fits(net, patch, MIN_BATCH)
             while trial.bytes > budget and max(patch) > min(levels.divisor):
-                patch = self._shrink(patch, shape, spacing, trial, budget)
-                net, patch, levels = self.candidate(spacing, patch)
+                smaller = self._shrink(patch, shape, spacing, trial, budget)
+                if smaller == patch:  # no axis can shrink further: the notes say it does not fit
+                    break
+                net, patch, levels = self.candidate(spacing, smaller)
                 trial = self.fits(net, patch, MIN_BATCH)
             why_patch = (
                 f"largest patch (from {'256^3' if self.dims == 3 else '2048^2'} voxels, isotropic in mm, clipped to "
@@ -205,8 +214,8 @@ class _Planner:
             )
         if trial.bytes > budget:
             self.plan.notes.append(
-                f"even {self.patch_key}={patch} at batch 2 takes {trial.bytes / GiB:.2f} GiB > the budget "
-                f"{budget / GiB:.1f} GiB (plan.memory_gb)"
+                f"even {self.patch_key}={patch} at batch 2 takes {trial.bytes / 2**20:.0f} MiB > the budget "
+                f"{budget / 2**20:.0f} MiB (plan.memory_gb)"
             )
         if why_patch:
             self.plan.set(self.patch_key, patch, why_patch)
@@ -223,9 +232,21 @@ class _Planner:
         new = list(patch)
         while True:
             _, rounded, levels = self.candidate(spacing, new)
-            axis = topo.shrink_axis(rounded, shape)
-            step = max(levels.divisor[axis], 1) if self.anisotropic_ok else 2 ** max(levels.depth, 1)
-            new[axis] = max(rounded[axis] - step, step)
+            steps = [max(d, 1) if self.anisotropic_ok else 2 ** max(levels.depth, 1) for d in levels.divisor]
+            # an axis keeps at least 2 x min_feature_map voxels (or its median size, when smaller)
+            floor = 2 * self.settings.min_feature_map
+            least = [max(steps[a], min(floor, math.ceil(shape[a]))) for a in range(len(new))]
+            movable = [a for a in range(len(rounded)) if rounded[a] - steps[a] >= least[a]]
+            # nnU-Net's choice (largest patch / median shape) among the axes that can shrink and still leave a
+            # network with at least one pooling level
+            for axis in sorted(movable, key=lambda a: rounded[a] / max(shape[a], 1.0), reverse=True):
+                smaller = list(rounded)
+                smaller[axis] = rounded[axis] - steps[axis]
+                if self.candidate(spacing, smaller)[2].depth >= 1:
+                    break
+            else:  # the smallest patch these levels take
+                return new
+            new = smaller
             if fixed_part + per_voxel * math.prod(new) <= budget or max(new) <= min(levels.divisor):
                 return new
 

@@ -189,3 +189,30 @@ def test_declared_label_values_plan_for_their_classes(tmp_path, monkeypatch):
     cfg = compose_config("train", ["data=nifti", f"data.root={data}", "plan.time_step=false", "model/net=unet"])
     compute_plan(cfg)
     assert seen == {2}
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("plan.memory_gb=0", "plan.memory_gb=0: must be a positive number"),
+        ("plan.memory_gb=-1", "plan.memory_gb=-1: must be a positive number"),
+        ("plan.hours=-2", "plan.hours=-2: must be a positive number"),
+        ("plan.iters_per_epoch=0", "plan.iters_per_epoch=0: must be a positive integer"),
+        ("plan.max_channels=0", "plan.max_channels=0: must be a positive integer"),
+        ("plan.max_depth=1.5", "plan.max_depth=1.5: must be a positive integer"),
+    ],
+)
+def test_plan_settings_are_checked_before_any_case_is_read(tmp_path, capsys, override, message):
+    with pytest.raises(SystemExit) as exit_:  # the dataset does not even exist: the settings are refused first
+        cli.main(["plan", f"data.root={tmp_path}", "plan.time_step=false", override])
+    assert exit_.value.code == 1
+    assert message in capsys.readouterr().err
+
+
+def test_a_budget_nothing_fits_gives_the_smallest_patch_and_says_so(tmp_path):
+    data = aniso_dataset(tmp_path / "d")
+    cfg = compose_config("train", ["data=nifti", f"data.root={data}", "plan.time_step=false", "plan.memory_gb=1e-6"])
+    plan, _ = compute_plan(cfg)  # terminates (it once looped forever) with a network that still pools once
+    patch = plan.values["data.patch_size"]
+    assert min(patch) >= 8 and len(plan.values["model.net.strides"]) >= 1
+    assert any(note.startswith(f"even data.patch_size={patch} at batch 2 takes") for note in plan.notes)
