@@ -40,13 +40,19 @@ class Series:
 
 
 @contextlib.contextmanager
-def keep_locale() -> Iterator[None]:
-    """Restore the process locale after SimpleITK's GDCM code, which sets it to ``C``: left so, Python's default text
+def gdcm_call() -> Iterator[None]:
+    """Around a SimpleITK/GDCM call: its C++ warnings are not printed (medseg reports what is wrong in one line of its
+    own), and the process locale is restored afterwards — GDCM sets it to ``C``, and left so, Python's default text
     encoding turns ASCII and every later ``open()`` of a non-ASCII text file in the process fails."""
+    import SimpleITK as sitk
+
     saved = locale.setlocale(locale.LC_ALL)
+    warnings = sitk.ProcessObject.GetGlobalWarningDisplay()
+    sitk.ProcessObject.SetGlobalWarningDisplay(False)
     try:
         yield
     finally:
+        sitk.ProcessObject.SetGlobalWarningDisplay(warnings)
         locale.setlocale(locale.LC_ALL, saved)
 
 
@@ -60,7 +66,7 @@ def is_dicom_ref(path: str | Path) -> bool:
 def _series_ids(folder: Path) -> list[str]:
     import SimpleITK as sitk
 
-    with keep_locale():
+    with gdcm_call():
         return list(sitk.ImageSeriesReader.GetGDCMSeriesIDs(str(folder)) or [])
 
 
@@ -78,7 +84,7 @@ def find_series(folder: str | Path) -> list[Series]:
     for sub in [root, *sorted(p for p in root.iterdir() if p.is_dir())]:
         ids = _series_ids(sub)
         for uid in ids:
-            with keep_locale():
+            with gdcm_call():
                 files = list(sitk.ImageSeriesReader.GetGDCMSeriesFileNames(str(sub), uid))
             ref = str(sub) if len(ids) == 1 else f"{sub}{SEP}{uid}"
             name = _safe(sub.name) if len(ids) == 1 else _safe(uid)
@@ -99,7 +105,7 @@ def _files(ref: str) -> list[str]:
         uid = ids[0]
     if uid not in ids:
         raise SeriesError(f"{folder}: no series {uid} (found {', '.join(ids)})")
-    with keep_locale():
+    with gdcm_call():
         return list(sitk.ImageSeriesReader.GetGDCMSeriesFileNames(folder, uid))
 
 
@@ -112,7 +118,7 @@ def check_series(ref: str) -> list[str]:
     for f in files:
         reader = sitk.ImageFileReader()
         reader.SetFileName(f)
-        with keep_locale():
+        with gdcm_call():
             reader.ReadImageInformation()
         tags.append({k: reader.GetMetaData(k) if reader.HasMetaDataKey(k) else "" for k in (ORIENTATION, POSITION)})
         tags[-1]["size"] = str(reader.GetSize()[:2])
@@ -171,7 +177,7 @@ def read_series(ref: str, header_only: bool = False) -> tuple[tuple[int, ...], n
     files = check_series(ref)
     reader = sitk.ImageSeriesReader()
     reader.SetFileNames(files)
-    with keep_locale():
+    with gdcm_call():
         image = reader.Execute()
     affine = itk_affine(image)
     size = tuple(int(s) for s in image.GetSize())

@@ -37,7 +37,7 @@ def list_cases(inputs: str | Path, in_channels: int = 1) -> tuple[list[tuple[str
             if p.is_symlink() and not p.exists()
         }
         if not files:
-            raise ValueError(f"-i {path}: no {'/'.join(IMAGE_SUFFIXES)} files")
+            raise ValueError(f"-i {path}: no {'/'.join(IMAGE_SUFFIXES)} files and no DICOM series")
     if in_channels == 1:
         return [(strip_suffix(p.name), [str(p)]) for p in files], rejected
     groups: dict[str, dict[int, str]] = {}

@@ -187,6 +187,7 @@ class Predictor:
         check_ensemble(preps, run_dirs)
         prep = preps[0]
         self.num_classes = int(prep["num_classes"])
+        self.in_channels = int(prep.get("in_channels") or 1)
         self.spacing = [float(s) for s in prep["spacing"]]
         values = [int(v) for v in prep.get("label_values") or range(self.num_classes)]
         self.label_dtype = np.uint8 if self.num_classes <= 256 else np.uint16
@@ -319,6 +320,12 @@ class Predictor:
         vector voxels, declare more data than the file holds, or would not fit the memory budget once resampled."""
         infos = [inspect_image(p) for p in image_paths]
         ref = infos[0]
+        channels = sum(int(i.shape[3]) if len(i.shape) == 4 else 1 for i in infos)
+        if channels != self.in_channels:
+            where = " (a 4D image: channels in its 4th dimension)" if len(ref.shape) == 4 else ""
+            raise ImageError(
+                f"{ref.path}: {channels} image channel(s){where}, but the model was trained on {self.in_channels}"
+            )
         for info in infos[1:]:
             if info.shape[:3] != ref.shape[:3]:
                 raise ImageError(f"{info.path}: channel shape {info.shape} differs from {ref.path.name} {ref.shape}")

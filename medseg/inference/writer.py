@@ -62,11 +62,11 @@ def _write_dicom_like(data: np.ndarray, series: str, tmp: Path) -> None:
     """``data`` (X, Y, Z) on the grid of a DICOM series: SimpleITK's origin, spacing and direction of the series."""
     import SimpleITK as sitk
 
-    from medseg.data.dicom import check_series, keep_locale
+    from medseg.data.dicom import check_series, gdcm_call
 
     reader = sitk.ImageSeriesReader()
     reader.SetFileNames(check_series(series))
-    with keep_locale():
+    with gdcm_call():
         image = reader.Execute()
     if tuple(image.GetSize()) != tuple(data.shape):
         raise ValueError(f"{series}: prediction shape {data.shape} != series shape {tuple(image.GetSize())}")

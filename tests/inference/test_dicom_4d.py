@@ -19,7 +19,7 @@ import SimpleITK as sitk
 from predict_helpers import dice, make_affine, render_phantom
 
 from medseg.cli.predict import run as run_predict
-from medseg.data.dicom import SeriesError, check_series, find_series, keep_locale, read_series
+from medseg.data.dicom import SeriesError, check_series, find_series, gdcm_call, read_series
 
 
 def write_series(folder: Path, data: np.ndarray, affine: np.ndarray, uid: str = "1.2.826.0.1.3680043.2.1125.1",
@@ -59,7 +59,7 @@ def write_series(folder: Path, data: np.ndarray, affine: np.ndarray, uid: str = 
         }.items():
             piece.SetMetaData(tag, value)
         writer.SetFileName(str(folder / f"{prefix}_{z:03d}.dcm"))
-        with keep_locale():  # GDCM sets the process locale to C
+        with gdcm_call():  # GDCM sets the process locale to C
             writer.Execute(piece)
     return folder
 
@@ -135,7 +135,7 @@ def test_predict_a_dicom_folder_writes_nifti_on_the_series_grid(trained_runs, tm
     reread = sitk.ReadImage(str(out / "patient_a.nii.gz"))
     reference = sitk.ImageSeriesReader()
     reference.SetFileNames(check_series(str(series / "patient_a")))
-    with keep_locale():
+    with gdcm_call():
         ref = reference.Execute()
     np.testing.assert_allclose(reread.GetOrigin(), ref.GetOrigin(), atol=1e-4)
     np.testing.assert_allclose(reread.GetSpacing(), ref.GetSpacing(), atol=1e-5)

@@ -113,6 +113,11 @@ BAD_IMAGES: dict[str, tuple[str, Callable[[Path], Path], str]] = {
     "resample_bomb": ("far.nii.gz", _far_spacing, "more than the memory budget"),
     "truncated_gz": ("cut.nii.gz", _truncated, "cut.nii.gz"),
     "zero_byte_file": ("empty.nii.gz", _zero_bytes, "empty.nii.gz"),
+    "four_d_channels": (
+        "three.nii.gz",
+        lambda p: save(p, np.stack([phantom(seed=s) for s in range(3)], axis=-1)),
+        "3 image channel(s) (a 4D image: channels in its 4th dimension), but the model was trained on 1",
+    ),
 }
 
 
