@@ -99,7 +99,8 @@ def check_dataset(
 def _channel_counts(spec: DatasetSpec, infos: dict[str, CaseInfo]) -> list[Problem]:
     """Every case needs the same number of image channels (files, and a 4D file's 4th dimension), else training
     fails mid-way; checked also when ``dataset.json`` names no channels."""
-    counts = {c["id"]: case_channels(c, infos[c["id"]]) if c["id"] in infos else len(c["image"]) for c in spec.cases}
+    # only cases that passed their own checks: an unreadable case's channels are unknown (it is reported already)
+    counts = {c["id"]: case_channels(c, infos[c["id"]]) for c in spec.cases if c["id"] in infos}
     if len(set(counts.values())) <= 1:
         return []
     values = list(counts.values())
@@ -107,7 +108,7 @@ def _channel_counts(spec: DatasetSpec, infos: dict[str, CaseInfo]) -> list[Probl
     return [
         Problem(c["id"], str(c["image"][0]), f"{counts[c['id']]} image channel(s), most cases have {usual}")
         for c in spec.cases
-        if counts[c["id"]] != usual
+        if c["id"] in counts and counts[c["id"]] != usual
     ]
 
 

@@ -51,6 +51,17 @@ def test_check_data_accepts_4d_images_and_counts_their_channels(tmp_path):
     )
 
 
+def test_cases_that_fail_their_own_checks_do_not_set_the_usual_channel_count(tmp_path):
+    root = write_4d_task(tmp_path / "task", n=3)
+    for i in (1, 2):  # two of three cases broken (a 4D label): their channels are unknown, not "1 file = 1 channel"
+        label = root / "labelsTr" / f"BRATS_{i:03d}.nii.gz"
+        img = nib.load(label)
+        save_nifti(label, np.stack([np.asarray(img.dataobj)] * 2, -1), img.affine)
+    problems = check_data(str(root))["problems"]
+    assert {p["case"] for p in problems} == {"BRATS_001", "BRATS_002"}, problems
+    assert all("expected a 3D label" in p["message"] for p in problems), problems
+
+
 @pytest.mark.slow
 def test_train_and_predict_on_4d_images(tmp_path, capsys):
     root = write_4d_task(tmp_path / "task")
