@@ -100,6 +100,8 @@ def _as_labels(arr: Any, what: str) -> np.ndarray:
     if a.dtype == bool:
         return a.astype(np.uint8)
     if np.issubdtype(a.dtype, np.floating):
+        if not np.isfinite(a).all():
+            raise ValueError(f"{what}: {int(a.size - np.isfinite(a).sum())} NaN/Inf voxels in a label map")
         if not np.array_equal(a, np.rint(a)):
             raise ValueError(f"{what}: label maps must hold integer values (got non-integer floats)")
         return a.astype(np.int32)
@@ -193,6 +195,8 @@ def _read_labels(path: Path) -> tuple[np.ndarray, np.ndarray]:
     arr = np.asarray(data)
     while arr.ndim > 3 and arr.shape[-1] == 1:  # (X, Y, Z, 1) label files
         arr = arr[..., 0]
+    if arr.ndim != 3:
+        raise ValueError(f"{path}: a label map must be 3D, got shape {tuple(arr.shape)}")
     return _as_labels(arr, str(path)), affine
 
 
@@ -225,7 +229,8 @@ def evaluate_pair(
     if pred.shape != label.shape or not np.allclose(aff_p, aff_l, atol=1e-3):
         raise ValueError(
             f"geometry mismatch: prediction {pred_path} (shape {pred.shape}) and label {label_path} "
-            f"(shape {label.shape}) do not share a voxel grid; affines\n{np.round(aff_p, 4)}\nvs\n{np.round(aff_l, 4)}"
+            f"(shape {label.shape}) do not share a voxel grid (affines {np.round(aff_p, 4).tolist()} vs "
+            f"{np.round(aff_l, 4).tolist()})"
         )
     if classes is None:
         classes = [int(v) for v in np.union1d(np.unique(label), np.unique(pred)) if v != 0]
@@ -327,7 +332,15 @@ def evaluate_folder(
     missing = sorted(set(labels) - set(preds))
     cases = matched if skip_missing else sorted(labels)
     names = dataset_label_names(label_dir) if names is None else dict(names)
-    results = {c: evaluate_pair(preds.get(c), labels[c], classes, nsd_tolerance_mm, names) for c in cases}
+    results, problems = {}, []
+    for c in cases:  # every pair is read before anything is reported: one error lists every bad file
+        try:
+            results[c] = evaluate_pair(preds.get(c), labels[c], classes, nsd_tolerance_mm, names)
+        except (OSError, ValueError) as err:
+            problems.append(" ".join(str(err).split()))
+    if problems:
+        listed = "\n".join(f"  - {p}" for p in problems)
+        raise ValueError(f"{len(problems)} of {len(cases)} case(s) cannot be scored (nothing was written):\n{listed}")
     order = list(class_names(classes).values()) if isinstance(classes, Mapping) else None
     if order is None:
         values = [int(v) for v in classes] if classes is not None else sorted(_values(results.values(), names))

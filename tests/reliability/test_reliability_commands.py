@@ -432,6 +432,29 @@ def test_evaluate_with_mismatched_geometry_names_both_files(tmp_path, capsys):
     assert not (tmp_path / "p" / "evaluation.json").exists()
 
 
+def test_evaluate_lists_every_prediction_it_cannot_score(tmp_path, capsys):
+    label = np.zeros((8, 8, 8), np.uint8)
+    label[2:5, 2:5, 2:5] = 1
+    nan = label.astype(np.float32)
+    nan[0, 0, 0] = np.nan
+    bad = {
+        "four_d.nii.gz": (np.stack([label, label], -1), "a label map must be 3D, got shape (8, 8, 8, 2)"),
+        "probs.nii.gz": (label * np.float32(0.6), "label maps must hold integer values"),
+        "nan.nii.gz": (nan, "1 NaN/Inf voxels in a label map"),
+    }
+    for name, (pred, _) in bad.items():
+        save(tmp_path / "p" / name, pred)
+        save(tmp_path / "l" / name, label)
+    save(tmp_path / "p" / "good.nii.gz", label)
+    save(tmp_path / "l" / "good.nii.gz", label)
+    code, _, err = medseg(["evaluate", "-p", tmp_path / "p", "-l", tmp_path / "l"], capsys)
+    assert code == 1 and "Traceback" not in err
+    assert "3 of 4 case(s) cannot be scored" in err
+    for name, (_, message) in bad.items():
+        assert f"{tmp_path / 'p' / name}: {message}" in err
+    assert not (tmp_path / "p" / "evaluation.json").exists()
+
+
 @pytest.mark.parametrize(
     ("args", "message"),
     [
