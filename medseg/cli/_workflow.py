@@ -24,6 +24,10 @@ def run_workflow(command: str, workflow: Callable[[Any], Any], summary: Callable
         from medseg.planning.auto import plan_run
         from medseg.run_dir import RunDir
 
+        if command == "cv":  # cv.folds and a splits file are checked before planning writes plan.yaml
+            from medseg.workflows.cv import cv_splits
+
+            guarded(command, lambda: cv_splits(cfg, RunDir(cfg.paths.output_dir), pending=[]))
         plan = guarded(command, lambda: plan_run(cfg, RunDir(cfg.paths.output_dir)))
         if plan is not None:
             where = RunDir(cfg.paths.output_dir).plan

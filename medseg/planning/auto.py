@@ -286,7 +286,7 @@ def plan_run(cfg: DictConfig, run: RunDir | None) -> Plan | None:
     fingerprint = None
     if source:
         plan = read_plan(Path(str(source)).expanduser())
-    elif run is not None and run.plan.is_file():
+    elif run is not None and run.plan.is_file() and not _stale(read_plan(run.plan), cfg, run):
         plan = read_plan(run.plan)
         source = str(run.plan)
     else:
@@ -302,6 +302,26 @@ def plan_run(cfg: DictConfig, run: RunDir | None) -> Plan | None:
     for note in plan.notes:
         log.info("plan: %s", note)
     return plan
+
+
+def _stale(plan: Plan, cfg: DictConfig, run: RunDir) -> bool:
+    """Whether a run directory's plan was made around other values of your keys than this command sets (e.g. a
+    failed first attempt with another ``data.spacing``), while nothing has trained on it yet: then it is made again.
+    Once a model trained, the plan stays (a changed configuration is refused when the run resumes)."""
+    started = run.state is not None or any(fold.state is not None for _, fold in run.folds())
+    if started:
+        return False
+    yours = {k: v for k, v in plan.values.items() if plan.why.get(k, "").startswith("set by you")}
+    return _numeric(yours) != _numeric(fixed_values(cfg))
+
+
+def _numeric(value: Any) -> Any:
+    """Numbers as floats, recursively (a plan file's 2 and a command line's 2.0 are the same value)."""
+    if isinstance(value, dict):
+        return {k: _numeric(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_numeric(v) for v in value]
+    return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else value
 
 
 def as_used(cfg: DictConfig, plan: Plan) -> Plan:

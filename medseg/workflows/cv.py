@@ -20,13 +20,14 @@ from medseg.workflows.train import run_cv_splits, train
 log = logging.getLogger(__name__)
 
 
-def cv_splits(cfg: DictConfig, run: RunDir) -> dict[str, Any]:
-    """The run's splits: a user file (validated), an earlier one, or a new seeded K-fold."""
+def cv_splits(cfg: DictConfig, run: RunDir, pending: list | None = None) -> dict[str, Any]:
+    """The run's splits: a user file (validated), an earlier one, or a new seeded K-fold (with ``pending``: not
+    written yet, but left there to be written by the caller)."""
     dm = build(cfg.data)
     generate_dataset(dm.generate, dm.root)
     ids = [c["id"] for c in discover(dm.root).cases]
     in_use = any(fold.state is not None for _, fold in run.folds())
-    return run_cv_splits(cfg, run, ids, dm.val_fraction, in_use)
+    return run_cv_splits(cfg, run, ids, dm.val_fraction, in_use, pending)
 
 
 def cross_validate(cfg: DictConfig, init_for_fold: Callable[[int], str | None] | None = None) -> dict[str, Any]:
@@ -38,8 +39,11 @@ def cross_validate(cfg: DictConfig, init_for_fold: Callable[[int], str | None] |
     """
     run = RunDir(cfg.paths.output_dir)
     run.path.mkdir(parents=True, exist_ok=True)
+    pending: list = []  # the split is drawn (and cv.folds checked) first, written once the plan succeeded
+    splits = cv_splits(cfg, run, pending)
     plan_run(cfg, run)  # one plan for every fold (the fingerprint covers all cases), written to the CV run
-    splits = cv_splits(cfg, run)
+    for path, obj in pending:
+        run.write_json(path, obj)
     for k in range(len(splits["folds"])):
         fold = run.fold(k)
         if fold.is_finished():

@@ -216,3 +216,31 @@ def test_a_budget_nothing_fits_gives_the_smallest_patch_and_says_so(tmp_path):
     patch = plan.values["data.patch_size"]
     assert min(patch) >= 8 and len(plan.values["model.net.strides"]) >= 1
     assert any(note.startswith(f"even data.patch_size={patch} at batch 2 takes") for note in plan.notes)
+
+
+def test_a_plan_made_around_other_values_of_your_keys_is_made_again_until_a_model_trained(tmp_path):
+    data = aniso_dataset(tmp_path / "d")
+    run = tmp_path / "run"
+    bad = compose_config("train", [*QUICK, f"data.root={data}", "data.spacing=[0.02,0.02,0.02]"], run_dir=run)
+    with pytest.raises(Exception, match="more than the memory budget"):
+        train(bad)  # planned (plan.yaml written around spacing 0.02), then refused
+    assert read_plan(run / "plan.yaml").values["data.spacing"] == [0.02, 0.02, 0.02]
+    good = compose_config("train", [*QUICK, f"data.root={data}", "data.spacing=[1.4,1.4,4.0]"], run_dir=run)
+    train(good)
+    plan = read_plan(run / "plan.yaml")  # planned again for the spacing this run trained at
+    assert plan.values["data.spacing"] == [1.4, 1.4, 4.0]
+    assert list(OmegaConf.load(run / "config.yaml").data.patch_size) == plan.values["data.patch_size"]
+    again = compose_config("train", [*QUICK, f"data.root={data}", "data.spacing=[2,2,4]"], run_dir=run)
+    with pytest.raises(Exception, match=r"data.spacing: \[1.4, 1.4, 4.0\] → \[2, 2, 4\]"):  # the plan stays
+        train(again)
+    assert read_plan(run / "plan.yaml").values["data.spacing"] == [1.4, 1.4, 4.0]
+
+
+def test_cv_checks_its_folds_before_planning_writes_anything(tmp_path, capsys):
+    data = aniso_dataset(tmp_path / "d")
+    run = tmp_path / "run"
+    with pytest.raises(SystemExit) as exit_:
+        cli.main(["cv", "data=nifti", f"data.root={data}", "cv.folds=9", f"hydra.run.dir={run}"])
+    assert exit_.value.code == 1
+    assert "cv.folds=9 needs 2 ≤ folds ≤ number of cases (4)" in capsys.readouterr().err
+    assert not (run / "plan.yaml").exists() and not (run / "splits.json").exists()
