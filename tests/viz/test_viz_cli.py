@@ -17,7 +17,7 @@ from tiny_runs import tiny_train_overrides
 from medseg import cli
 from medseg.cli._workflow import plot_curves
 from medseg.cli.predict import run as run_predict
-from medseg.data.synthetic import DEMO_LABELS, save_nifti, synth_case
+from medseg.data.synthetic import DEMO_LABELS, synth_case, write_msd_dataset
 from medseg.training import loggers
 
 EPOCHS = 2
@@ -30,19 +30,9 @@ def png_size(path: Path) -> tuple[int, int]:
 
 
 def write_dataset(root: Path, n_cases: int = 6) -> Path:
-    (root / "imagesTr").mkdir(parents=True)
-    (root / "labelsTr").mkdir()
     rng = np.random.default_rng(0)
-    training = []
-    for i in range(n_cases):
-        image, label, affine = synth_case(rng, fov_mm=40.0, spacing_range=(1.5, 2.5))
-        name = f"case_{i:03d}.nii.gz"
-        save_nifti(root / "imagesTr" / name, image, affine)
-        save_nifti(root / "labelsTr" / name, label, affine)
-        training.append({"image": f"./imagesTr/{name}", "label": f"./labelsTr/{name}"})
-    meta = {"name": "tiny", "modality": {"0": "MRI"}, "labels": DEMO_LABELS, "training": training}
-    (root / "dataset.json").write_text(json.dumps(meta))
-    return root
+    cases = ((f"case_{i:03d}.nii.gz", *synth_case(rng, fov_mm=40.0, spacing_range=(1.5, 2.5))) for i in range(n_cases))
+    return write_msd_dataset(root, {"name": "tiny", "modality": {"0": "MRI"}, "labels": DEMO_LABELS}, cases)
 
 
 def medseg(*args: str) -> None:

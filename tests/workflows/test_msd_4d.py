@@ -13,7 +13,7 @@ from tiny_runs import tiny_train_overrides
 
 from medseg.cli.predict import run as run_predict
 from medseg.config import compose_config
-from medseg.data.synthetic import DEMO_LABELS, save_nifti, synth_case
+from medseg.data.synthetic import DEMO_LABELS, save_nifti, synth_case, write_msd_dataset
 from medseg.workflows.check_data import check_data
 from medseg.workflows.train import train
 
@@ -23,19 +23,15 @@ CHANNELS = {"0": "FLAIR", "1": "T1w", "2": "T2w"}
 def write_4d_task(root: Path, n: int = 6) -> Path:
     """An MSD task whose images hold 3 channels in the 4th dimension: the organ/lesion phantom, its square and its
     negative (only the first two see the lesion well: the channels must stay apart and in order)."""
-    (root / "imagesTr").mkdir(parents=True)
-    (root / "labelsTr").mkdir()
     rng = np.random.default_rng(0)
-    training = []
-    for i in range(n):
+
+    def case(i: int) -> tuple[str, np.ndarray, np.ndarray, np.ndarray]:
         image, label, affine = synth_case(rng, fov_mm=48.0, spacing_range=(1.5, 2.5))
         stack = np.stack([image, image**2, -image], -1).astype(np.float32)
-        save_nifti(root / "imagesTr" / f"BRATS_{i:03d}.nii.gz", stack, affine)
-        save_nifti(root / "labelsTr" / f"BRATS_{i:03d}.nii.gz", label, affine)
-        training.append({"image": f"./imagesTr/BRATS_{i:03d}.nii.gz", "label": f"./labelsTr/BRATS_{i:03d}.nii.gz"})
-    meta = {"name": "4d", "modality": CHANNELS, "labels": DEMO_LABELS, "numTraining": n, "training": training}
-    (root / "dataset.json").write_text(json.dumps(meta))
-    return root
+        return f"BRATS_{i:03d}.nii.gz", stack, label, affine
+
+    meta = {"name": "4d", "modality": CHANNELS, "labels": DEMO_LABELS}
+    return write_msd_dataset(root, meta, (case(i) for i in range(n)))
 
 
 def test_check_data_accepts_4d_images_and_counts_their_channels(tmp_path):
